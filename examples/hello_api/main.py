@@ -1,0 +1,35 @@
+"""hello_api: the example FastAPI app that the demo and the tests deploy.
+
+GET /        the app's JSON: name, version, FastAPI version, and the client as the app sees it
+GET /health  200 {"status": "ok"} once the app is up (the deploy waits for it)
+"""
+
+import os
+
+import fastapi
+from fastapi import FastAPI, Request
+
+APP_NAME = "hello_api"
+# The version of this app. The deploy can override it with APP_VERSION in the environment file.
+APP_VERSION = os.environ.get("APP_VERSION", "1.0.0")
+
+app = FastAPI(title=APP_NAME, version=APP_VERSION)
+
+
+@app.get("/")
+def read_root(request: Request) -> dict:
+    return {
+        "app": APP_NAME,
+        "version": APP_VERSION,
+        "fastapi": fastapi.__version__,
+        "pid": os.getpid(),
+        "client": request.client.host if request.client else None,
+        "scheme": request.url.scheme,
+        "root_path": request.scope.get("root_path", ""),
+        "greeting": os.environ.get("GREETING", "Hello from FastAPI"),
+    }
+
+
+@app.get("/health")
+def health() -> dict:
+    return {"status": "ok", "version": APP_VERSION}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Build the local Debian test image (systemd as init, python3) from Debian's own packages
+# with debootstrap, and import it into podman. No registry is needed. The image is cached:
+# it is rebuilt only when its recipe (this file, or DEBIAN_RELEASE) changes.
+# Prints the image name on stdout.
+#   scripts/build-image.sh                 # Debian 12 (bookworm)
+#   DEBIAN_RELEASE=trixie scripts/build-image.sh
+# Set FASTAPI_DEPLOY_IMAGE to use an image you already have instead (nothing is built).
+source "$(dirname "$0")/lib.sh"
+
+if [ -n "${FASTAPI_DEPLOY_IMAGE:-}" ]; then
+  echo "${FASTAPI_DEPLOY_IMAGE}"
+  exit 0
+fi
+
+MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
+PACKAGES="systemd,systemd-sysv,python3,python3-apt,sudo,ca-certificates,iproute2,curl"
+recipe_hash=$( (cat "$0"; echo "${DEBIAN_RELEASE} ${PACKAGES} ${MIRROR}") | sha256sum | cut -c1-12)
+image="localhost/fastapi-deploy-debian:${DEBIAN_RELEASE}-${recipe_hash}"
+
+if podman image exists "${image}"; then
+  echo "${image}"
+  exit 0
+fi
+
+command -v debootstrap >/dev/null || die "debootstrap is not installed: run 'make setup' first"
+rootfs=$(mktemp -d "${TMPDIR:-/var/tmp}/fastapi-rootfs.XXXXXX")
+trap 'rm -rf "${rootfs}"' EXIT
+log "building ${image} with debootstrap (about a minute)"
+debootstrap --variant=minbase --include="${PACKAGES}" "${DEBIAN_RELEASE}" "${rootfs}" "${MIRROR}" \
+  > "${CACHE_DIR}/debootstrap-${DEBIAN_RELEASE}.log" 2>&1 \
+  || die "debootstrap failed; see ${CACHE_DIR}/debootstrap-${DEBIAN_RELEASE}.log"
+# A container needs no getty, and its machine-id is made at first boot.
+rm -f "${rootfs}/etc/machine-id" && touch "${rootfs}/etc/machine-id"
+chroot "${rootfs}" systemctl mask getty@tty1.service serial-getty@.service \
+  systemd-udevd.service systemd-udev-trigger.service >/dev/null 2>&1 || true
+chroot "${rootfs}" apt-get clean
+tar -C "${rootfs}" -c . | podman import --change 'CMD ["/sbin/init"]' - "${image}" >/dev/null
+log "built ${image}"
+echo "${image}"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Install what the controller needs on a fresh Debian machine: podman (with runc),
+# debootstrap, and the project's virtualenv (.venv) from requirements.txt.
+# Safe to run again: it does only what is missing.
+source "$(dirname "$0")/lib.sh"
+
+need=()
+for cmd in podman runc debootstrap; do
+  command -v "${cmd}" >/dev/null || need+=("${cmd}")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  command -v apt-get >/dev/null || die "missing ${need[*]}; install them with your package manager"
+  sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  log "installing ${need[*]} (apt)"
+  ${sudo_cmd} apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive ${sudo_cmd} apt-get install -y -q "${need[@]}" >/dev/null
+fi
+
+venv="${REPO_ROOT}/.venv"
+stamp="${venv}/.requirements.sha256"
+want=$(sha256sum "${REPO_ROOT}/requirements.txt" | cut -d' ' -f1)
+if [ ! -x "${venv}/bin/ansible-playbook" ] || [ "$(cat "${stamp}" 2>/dev/null)" != "${want}" ]; then
+  log "creating the controller virtualenv .venv from requirements.txt"
+  python3 -m venv "${venv}"
+  "${venv}/bin/pip" install -q --disable-pip-version-check -r "${REPO_ROOT}/requirements.txt"
+  echo "${want}" > "${stamp}"
+fi
