@@ -15,10 +15,14 @@ fi
 
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES="systemd,systemd-sysv,python3,python3-apt,sudo,ca-certificates,iproute2,curl"
-recipe_hash=$( (cat "$0"; echo "${DEBIAN_RELEASE} ${PACKAGES} ${MIRROR}") | sha256sum | cut -c1-12)
+# Bump RECIPE when the way the image is made changes: the tag follows it and the packages.
+RECIPE=1
+recipe_hash=$(echo "${RECIPE} ${DEBIAN_RELEASE} ${PACKAGES} ${MIRROR}" | sha256sum | cut -c1-12)
 image="localhost/fastapi-deploy-debian:${DEBIAN_RELEASE}-${recipe_hash}"
 
+alias="localhost/fastapi-deploy-debian:${DEBIAN_RELEASE}"
 if podman image exists "${image}"; then
+  podman tag "${image}" "${alias}"
   echo "${image}"
   exit 0
 fi
@@ -36,5 +40,6 @@ chroot "${rootfs}" systemctl mask getty@tty1.service serial-getty@.service \
   systemd-udevd.service systemd-udev-trigger.service >/dev/null 2>&1 || true
 chroot "${rootfs}" apt-get clean
 tar -C "${rootfs}" -c . | podman import --change 'CMD ["/sbin/init"]' - "${image}" >/dev/null
-log "built ${image}"
+podman tag "${image}" "${alias}"
+log "built ${image} (also tagged ${alias})"
 echo "${image}"

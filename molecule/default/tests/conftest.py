@@ -1,0 +1,77 @@
+"""Shared fixtures for the Molecule scenarios' testinfra tests.
+
+testinfra talks to the instance through podman directly (`podman://NAME`): much faster than
+going through Ansible for every command.
+"""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import testinfra
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SANDBOX_VARS = yaml.safe_load(
+    (REPO_ROOT / "inventory/sandbox/group_vars/fastapi_servers.yml").read_text()
+)
+
+
+def _instance_names():
+    # Molecule passes its inventory; the instance names are in its molecule.yml.
+    scenario = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY", Path(__file__).parents[1]))
+    config = yaml.safe_load((scenario / "molecule.yml").read_text())
+    return [p["name"] for p in config["platforms"]]
+
+
+@pytest.fixture(scope="module")
+def instance():
+    return _instance_names()[0]
+
+
+@pytest.fixture(scope="module")
+def host(instance):
+    return testinfra.get_host(f"podman://{instance}")
+
+
+@pytest.fixture(scope="module")
+def svars():
+    """The sandbox settings the scenario was converged with."""
+    return SANDBOX_VARS
+
+
+@pytest.fixture(scope="module")
+def unit_path(svars):
+    return f"/etc/systemd/system/{svars['fastapi_service_name']}.service"
+
+
+def http_get(host, path, port=8000, timeout=5):
+    """GET http://127.0.0.1:port/path on the host; returns (status, body)."""
+    cmd = host.run(
+        "curl -sS -m %s -o /tmp/.body -w '%%{http_code}' http://127.0.0.1:%s%s; cat /tmp/.body",
+        str(timeout), str(port), path,
+    )
+    status = int(cmd.stdout[:3]) if cmd.stdout[:3].isdigit() else 0
+    return status, cmd.stdout[3:]
+
+
+def http_json(host, path, port=8000):
+    status, body = http_get(host, path, port)
+    assert status == 200, f"GET {path}: {status} {body}"
+    return json.loads(body)
+
+
+def run_playbook(instance, *extra_args, check=False):
+    """Run playbooks/deploy.yml against the instance with the sandbox settings."""
+    inventory = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "inventory"
+    args = [
+        "ansible-playbook", "-i", str(inventory), "--limit", instance,
+        str(REPO_ROOT / "playbooks/deploy.yml"), *extra_args,
+    ]
+    if check:
+        args += ["--check", "--diff"]
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO_ROOT / "roles"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0")
+    return subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=900)

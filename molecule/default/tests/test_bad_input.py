@@ -1,0 +1,88 @@
+"""Bad input: each is refused with a clear error naming the variable and the fix, before
+anything on the host changes. The host already serves the app (converge ran): its unit file,
+environment file and main process must be the same afterwards, and it must still serve."""
+
+import json
+
+import pytest
+
+from conftest import http_get, run_playbook
+
+BAD_INPUTS = [
+    # (id, extra vars, words the error must contain)
+    ("fastapi-version-empty", {"fastapi_app_fastapi_version": ""},
+     ["fastapi_app_fastapi_version", "does not pin FastAPI", "exact version such as"]),
+    ("fastapi-version-latest", {"fastapi_app_fastapi_version": "latest"},
+     ["fastapi_app_fastapi_version is 'latest'", "patch range"]),
+    ("fastapi-version-unbounded", {"fastapi_app_fastapi_version": ">=0.100.0"},
+     ["fastapi_app_fastapi_version is '>=0.100.0'", "does not pin FastAPI"]),
+    ("fastapi-version-malformed", {"fastapi_app_fastapi_version": "0.165"},
+     ["fastapi_app_fastapi_version is '0.165'", "does not pin FastAPI"]),
+    ("fastapi-version-range-too-wide", {"fastapi_app_fastapi_version": ">=0.165.0,<0.167.0"},
+     ["fastapi_app_fastapi_version", "the upper bound is the next minor"]),
+    ("lock-file-pins-another-fastapi", {"fastapi_app_fastapi_version": "0.164.0"},
+     ["pins fastapi at\n'0.165.0'", "fastapi_app_fastapi_version '0.164.0'", "Regenerate the lock file"]),
+    ("reload-in-extra-args", {"fastapi_service_extra_args": ["--log-level", "info", "--reload"]},
+     ["fastapi_service_extra_args contains --reload", "development only", "Remove it"]),
+    ("reload-dir-in-extra-args", {"fastapi_service_extra_args": ["--reload-dir=/srv"]},
+     ["fastapi_service_extra_args contains --reload-dir=/srv"]),
+    ("port-not-a-number", {"fastapi_service_port": "http"},
+     ["fastapi_service_port"]),
+    ("port-too-large", {"fastapi_service_port": 70000},
+     ["fastapi_service_port is '70000'", "integer from 1 to 65535"]),
+    ("port-zero", {"fastapi_service_port": 0},
+     ["fastapi_service_port is '0'", "integer from 1 to 65535"]),
+    ("workers-zero", {"fastapi_service_workers": 0},
+     ["fastapi_service_workers is '0'", "integer of 1 or\nmore"]),
+    ("import-string-without-colon", {"fastapi_service_app": "main.app"},
+     ["fastapi_service_app is 'main.app'", "'module:attribute'"]),
+    ("import-string-with-path", {"fastapi_service_app": "app/main.py:app"},
+     ["fastapi_service_app is 'app/main.py:app'", "'module:attribute'"]),
+    ("source-missing", {"fastapi_app_src": "/nonexistent/my-app"},
+     ["fastapi_app_src is '/nonexistent/my-app', which is not a directory on the controller"]),
+    ("lock-file-missing", {"fastapi_app_requirements_lock": "/nonexistent/requirements.lock"},
+     ["fastapi_app_requirements_lock is '/nonexistent/requirements.lock', which is not a file",
+      "pip-compile --generate-hashes"]),
+    ("unknown-service-variable", {"fastapi_service_prot": 8080},
+     ["Unknown variable(s) fastapi_service_prot", "fastapi_service_port"]),
+    ("unknown-app-variable", {"fastapi_app_fastapi_verison": "0.165.0"},
+     ["Unknown variable(s) fastapi_app_fastapi_verison"]),
+    ("stop-timeout-below-graceful", {"fastapi_service_timeout_graceful_shutdown": 30,
+                                     "fastapi_service_timeout_stop_sec": 10},
+     ["fastapi_service_timeout_stop_sec (10)", "larger than"]),
+]
+
+
+def _state(host, svars):
+    name = svars["fastapi_service_name"]
+    return {
+        "unit": host.file(f"/etc/systemd/system/{name}.service").sha256sum,
+        "env": host.file("/srv/fastapi/app.env").sha256sum,
+        "code": host.check_output("find /srv/fastapi/app -type f | sort | xargs sha256sum"),
+        "main_pid": host.check_output(f"systemctl show -p MainPID --value {name}"),
+    }
+
+
+@pytest.mark.parametrize("extra_vars,expected", [(b[1], b[2]) for b in BAD_INPUTS],
+                         ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_refused_before_the_host_changes(host, instance, svars, extra_vars, expected):
+    before = _state(host, svars)
+    assert http_get(host, "/health")[0] == 200
+
+    result = run_playbook(instance, "-e", json.dumps(extra_vars))
+    out = result.stdout + result.stderr
+
+    assert result.returncode != 0, out
+    for words in expected:
+        assert words in out, f"{words!r} not in the output:\n{out}"
+    # The check play stopped everything: the deploy play never started.
+    assert "PLAY [Deploy the FastAPI app]" not in out
+    assert _state(host, svars) == before
+    assert http_get(host, "/health")[0] == 200
+
+
+def test_good_input_still_passes_check_mode(instance):
+    """The same run without bad input goes through (in --check mode: nothing changes)."""
+    result = run_playbook(instance, check=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "changed=0" in result.stdout
