@@ -119,3 +119,23 @@ def test_app_serves_again_after_kill_9(host, svars):
     assert new_pid not in ("0", old_pid), "systemd did not restart the app"
     assert http_get(host, "/health")[0] == 200
     assert host.service(name).is_running
+
+
+def test_unhealthy_app_fails_the_deploy_with_journal_lines(host, instance, svars):
+    """An app that passes the input checks but does not start: the deploy waits for its health
+    path, then fails with the reason and the unit's last journal lines. A good deploy after it
+    serves again."""
+    from conftest import run_playbook
+
+    broken = run_playbook(instance, "-e", "fastapi_service_app=main:no_such_app",
+                          "-e", "fastapi_service_health_timeout=8")
+    out = " ".join((broken.stdout + broken.stderr).split())
+    assert broken.returncode != 0
+    assert f"{svars['fastapi_service_name']}.service did not become healthy" in out
+    assert "http://127.0.0.1:8000/health did not answer 200 within 8s" in out
+    assert f"Last lines of 'journalctl -u {svars['fastapi_service_name']}.service'" in out
+    assert 'Attribute "no_such_app" not found in module "main"' in out, "uvicorn's own error"
+
+    fixed = run_playbook(instance)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert http_json(host, "/")["app"] == "hello_api"

@@ -1,0 +1,41 @@
+# fastapi-deploy: the commands a user runs. `make help` lists them.
+SHELL := /bin/bash
+VENV  := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+SCENARIOS ?= default
+
+.PHONY: help setup image demo demo-destroy lint syntax test molecule lock clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+setup: ## Install podman, runc, debootstrap and the controller virtualenv (.venv)
+	scripts/setup.sh
+
+image: setup ## Build the local Debian test image (cached)
+	scripts/build-image.sh
+
+demo: ## Set up everything, deploy the example app to a local container, print its URL
+	scripts/demo.sh
+
+demo-destroy: ## Remove the demo container
+	scripts/demo.sh destroy
+
+lint: setup ## yamllint and ansible-lint (production profile)
+	yamllint .
+	ansible-lint
+
+syntax: setup ## ansible-playbook --syntax-check of every playbook
+	for p in playbooks/*.yml; do ansible-playbook -i inventory/sandbox/hosts.yml --syntax-check "$$p" || exit 1; done
+	for p in playbooks/*.yml; do ansible-playbook -i inventory/production/hosts.yml --syntax-check "$$p" || exit 1; done
+
+molecule: setup ## Every Molecule scenario (SCENARIOS="default ...")
+	for s in $(SCENARIOS); do scripts/molecule.sh test -s "$$s" || exit 1; done
+
+test: lint syntax molecule ## The whole test suite: lint, syntax, bad input and every Molecule scenario
+
+lock: setup ## Regenerate the example app's lock file (hashes) from requirements.in
+	scripts/lock.sh examples/hello_api
+
+clean: demo-destroy ## Remove the demo container and the local caches
+	rm -rf .cache
