@@ -41,8 +41,9 @@ def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars):
     assert "--reload" not in text
     assert text.startswith("#"), "templates start with ansible_managed"
     for expected in (
-        "/srv/fastapi/venv/bin/uvicorn main:app",
-        f"--port {svars['fastapi_service_port']}",
+        "/srv/fastapi/venv/bin/python /usr/local/lib/fastapi-deploy/uvicorn_graceful.py main:app",
+        "--fd 3",
+        f"Requires={svars['fastapi_service_name']}.socket",
         f"--workers {svars['fastapi_service_workers']}",
         "--proxy-headers",
         "--forwarded-allow-ips 127.0.0.1",
@@ -52,6 +53,8 @@ def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars):
         "User=fastapi",
     ):
         assert expected in text, expected
+    socket = host.file(f"/etc/systemd/system/{svars['fastapi_service_name']}.socket").content_string
+    assert f"ListenStream=0.0.0.0:{svars['fastapi_service_port']}" in socket
     # systemd itself sees no --reload in the command it runs
     execstart = host.check_output(f"systemctl show -p ExecStart {svars['fastapi_service_name']}")
     assert "--reload" not in execstart
@@ -139,3 +142,35 @@ def test_unhealthy_app_fails_the_deploy_with_journal_lines(host, instance, svars
     fixed = run_playbook(instance)
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert http_json(host, "/")["app"] == "hello_api"
+
+
+def test_restart_under_load_refuses_no_connection(host, instance, svars):
+    """systemd owns the listening socket (<name>.socket) and hands it to uvicorn (--fd 3):
+    while the service restarts, new connections wait in the backlog. A bounded load generator
+    running across a restart sees no failed request."""
+    import json
+    import subprocess
+
+    from conftest import REPO_ROOT
+
+    name = svars["fastapi_service_name"]
+    assert host.service(f"{name}.socket").is_running
+    assert host.service(f"{name}.socket").is_enabled
+    subprocess.run(["podman", "cp", str(REPO_ROOT / "bench/loadgen.py"), f"{instance}:/tmp/loadgen.py"],
+                   check=True)
+    old_pid = host.check_output(f"systemctl show -p MainPID --value {name}")
+    host.run("rm -f /tmp/load.json; nohup python3 /tmp/loadgen.py http://127.0.0.1:8000/"
+             " --requests 4000 --concurrency 8 --pause 0.01 --max-seconds 120 > /tmp/load.json 2>&1 &")
+    time.sleep(1)
+    assert host.run(f"systemctl restart {name}.service").rc == 0
+    assert host.file("/tmp/load.json").size == 0, "the load ran across the whole restart"
+    new_pid = host.check_output(f"systemctl show -p MainPID --value {name}")
+    assert new_pid != old_pid
+    for _ in range(240):
+        if host.file("/tmp/load.json").size > 0:
+            break
+        time.sleep(0.5)
+    result = json.loads(host.file("/tmp/load.json").content_string)
+    assert result["requests"] == 4000, result
+    assert result["failed"] == 0, result
+    assert host.service(f"{name}.socket").is_running, "the socket survived the restart"

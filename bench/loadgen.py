@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""A bounded HTTP load generator (standard library only), used by the tests and benchmarks.
+
+It sends exactly --requests GET requests over --concurrency parallel clients, one new TCP
+connection per request (Connection: close), and stops by itself: after the last request or
+after --max-seconds. It prints one JSON object: how many requests answered 200, how many
+failed and why, and which app versions answered (from the JSON field "version").
+
+    python3 loadgen.py http://127.0.0.1:8000/ --requests 3000 --concurrency 8
+"""
+
+import argparse
+import collections
+import http.client
+import json
+import sys
+import threading
+import time
+import urllib.parse
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    parser.add_argument("--max-seconds", type=float, default=600.0, help="stop after this long")
+    parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
+    args = parser.parse_args()
+
+    url = urllib.parse.urlsplit(args.url)
+    path = url.path or "/"
+    lock = threading.Lock()
+    counts = collections.Counter()
+    errors = collections.Counter()
+    versions = collections.Counter()
+    latencies = []
+    failure_times = []
+    next_index = [0]
+    started = time.monotonic()
+    deadline = started + args.max_seconds
+
+    def take() -> bool:
+        with lock:
+            if next_index[0] >= args.requests or time.monotonic() > deadline:
+                return False
+            next_index[0] += 1
+            return True
+
+    def client() -> None:
+        while take():
+            start = time.monotonic()
+            try:
+                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
+                conn.request("GET", path, headers={"Connection": "close"})
+                resp = conn.getresponse()
+                body = resp.read()
+                conn.close()
+                if resp.status == 200:
+                    try:
+                        version = json.loads(body).get("version", "?")
+                    except ValueError:
+                        version = "?"
+                    with lock:
+                        counts["ok"] += 1
+                        versions[str(version)] += 1
+                else:
+                    with lock:
+                        counts["failed"] += 1
+                        errors[f"HTTP {resp.status}"] += 1
+                        failure_times.append((round(start - started, 3), round(time.monotonic() - started, 3)))
+            except Exception as exc:  # every failure counts, whatever its kind
+                with lock:
+                    counts["failed"] += 1
+                    failure_times.append((round(start - started, 3), round(time.monotonic() - started, 3)))
+                    errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
+            with lock:
+                latencies.append(time.monotonic() - start)
+            if args.pause:
+                time.sleep(args.pause)
+
+    threads = [threading.Thread(target=client) for _ in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - started
+    latencies.sort()
+    result = {
+        "requests": counts["ok"] + counts["failed"],
+        "ok": counts["ok"],
+        "failed": counts["failed"],
+        "errors": dict(errors),
+        "failures_at_s": failure_times[:20],
+        "versions": dict(versions),
+        "seconds": round(elapsed, 2),
+        "max_latency_s": round(latencies[-1], 3) if latencies else None,
+        "p50_latency_s": round(latencies[len(latencies) // 2], 4) if latencies else None,
+    }
+    json.dump(result, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
