@@ -24,6 +24,7 @@ demo-destroy: ## Remove the demo container
 lint: setup ## yamllint and ansible-lint (production profile)
 	yamllint .
 	ansible-lint
+	python3 scripts/role_docs.py --check
 
 syntax: setup ## ansible-playbook --syntax-check of every playbook
 	for p in playbooks/*.yml; do ansible-playbook -i inventory/sandbox/hosts.yml --syntax-check "$$p" || exit 1; done

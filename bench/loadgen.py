@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """A bounded HTTP load generator (standard library only), used by the tests and benchmarks.
 
-It sends exactly --requests GET requests over --concurrency parallel clients, one new TCP
-connection per request (Connection: close), and stops by itself: after the last request or
-after --max-seconds. It prints one JSON object: how many requests answered 200, how many
+It sends --requests GET requests over --concurrency parallel clients, one new TCP
+connection per request (Connection: close), and stops by itself: after the last request,
+after --max-seconds, or as soon as --stop-file exists. It prints one JSON object: how many requests answered 200, how many
 failed and why, and which app versions answered (from the JSON field "version").
 
     python3 loadgen.py http://127.0.0.1:8000/ --requests 3000 --concurrency 8
@@ -13,6 +13,7 @@ import argparse
 import collections
 import http.client
 import json
+import os
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ def main() -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     parser.add_argument("--max-seconds", type=float, default=600.0, help="stop after this long")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
+    parser.add_argument("--stop-file", help="stop as soon as this file exists")
     args = parser.parse_args()
 
     url = urllib.parse.urlsplit(args.url)
@@ -44,6 +46,9 @@ def main() -> int:
     def take() -> bool:
         with lock:
             if next_index[0] >= args.requests or time.monotonic() > deadline:
+                return False
+            if args.stop_file and next_index[0] % 50 == 0 and os.path.exists(args.stop_file):
+                next_index[0] = args.requests
                 return False
             next_index[0] += 1
             return True

@@ -4,7 +4,7 @@
 # side by side in one run, on the same host, app, virtualenv, workers and load.
 #
 #   bench/restart_refusals.sh               # uses the demo container (made by `make demo` if missing)
-#   REQUESTS=6000 CONCURRENCY=16 bench/restart_refusals.sh
+#   REQUESTS=6000 CONCURRENCY=16 ROUNDS=5 bench/restart_refusals.sh
 #
 # A third variant is what the fastapi_service role deploys: socket activation with
 # uvicorn_graceful.py (uvicorn whose shutdown does not close a just-accepted connection).
@@ -17,18 +17,20 @@ source "$(dirname "$0")/../scripts/lib.sh"
 NAME="${DEMO_NAME:-fastapi-demo}"
 REQUESTS="${REQUESTS:-4000}"
 CONCURRENCY="${CONCURRENCY:-8}"
+ROUNDS="${ROUNDS:-3}"
 image=$("${REPO_ROOT}/scripts/build-image.sh")
 podman_runtime_setup "${image}"
 podman container exists "${NAME}" || "${REPO_ROOT}/scripts/demo.sh" >/dev/null
 podman start "${NAME}" >/dev/null
 podman cp "${REPO_ROOT}/bench/loadgen.py" "${NAME}:/tmp/loadgen.py"
-podman cp "${UG:-${REPO_ROOT}/roles/fastapi_service/files/uvicorn_graceful.py}" "${NAME}:/tmp/uvicorn_graceful.py"
+podman cp "${REPO_ROOT}/roles/fastapi_service/files/uvicorn_graceful.py" "${NAME}:/tmp/uvicorn_graceful.py"
 
-podman exec -i -e UVICORN_ARGS="${UVICORN_ARGS:-}" -e VARIANTS="${VARIANTS:-}" "${NAME}" bash -s "${REQUESTS}" "${CONCURRENCY}" <<'HOST'
+podman exec -i -e UVICORN_ARGS="${UVICORN_ARGS:-}" -e VARIANTS="${VARIANTS:-}" "${NAME}" bash -s "${REQUESTS}" "${CONCURRENCY}" "${ROUNDS}" <<'HOST'
 set -euo pipefail
-requests=$1 concurrency=$2
+requests=$1 concurrency=$2 rounds=$3
 app_dir=$(systemctl show -p WorkingDirectory --value hello-api.service)
-uvicorn=$(systemctl show -p ExecStart --value hello-api.service | grep -oE 'path=[^ ;]+' | cut -d= -f2)
+venv_bin=$(dirname "$(systemctl show -p ExecStart --value hello-api.service | grep -oE 'path=[^ ;]+' | cut -d= -f2)")
+uvicorn="${venv_bin}/uvicorn"
 common="--app-dir ${app_dir} --workers 2 --timeout-graceful-shutdown 3 ${UVICORN_ARGS:-}"
 cat > /run/systemd/system/bench-plain.service <<UNIT
 [Service]
@@ -60,31 +62,42 @@ sed -e 's/bench-socket/bench-graceful/g' -e "s|ExecStart=${uvicorn}|ExecStart=$(
 systemctl daemon-reload
 systemctl start bench-plain.service bench-socket.socket bench-socket.service bench-graceful.socket bench-graceful.service
 sleep 3
-run() {  # unit port
+run() {  # unit port round
   python3 /tmp/loadgen.py "http://127.0.0.1:$2/" --requests "${requests}" --concurrency "${concurrency}" \
-    --pause 0.01 --timeout 60 --max-seconds 300 > "/tmp/bench-$1.json" &
+    --pause 0.01 --timeout 60 --max-seconds 300 > "/tmp/bench-$1-$3.json" &
   local load=$!
   sleep 1
   local t0; t0=$(date +%s.%N)
   systemctl restart "$1.service"
   local t1; t1=$(date +%s.%N)
   wait "${load}"
-  python3 - "$1" "/tmp/bench-$1.json" "$(python3 -c "print(round($t1 - $t0, 1))")" <<'PY'
-import json, sys
-unit, path, restart_s = sys.argv[1], sys.argv[2], sys.argv[3]
-r = json.load(open(path))
-kind = {"bench-plain": "plain uvicorn (--host/--port)", "bench-socket": "socket activation, stock uvicorn",
-        "bench-graceful": "socket activation + uvicorn_graceful"}[unit]
-errors = ", ".join(f"{k} x{v}" for k, v in sorted(r["errors"].items(), key=lambda kv: -kv[1])[:2]) or "none"
-print(f"{kind:36} requests={r['requests']:5d} failed={r['failed']:5d} "
-      f"({100 * r['failed'] / max(r['requests'], 1):5.1f}%) restart={restart_s}s max_latency={r['max_latency_s']}s  errors: {errors}")
-PY
+  python3 -c "print(round($t1 - $t0, 1))" > "/tmp/bench-$1-$3.restart"
 }
-printf '%s\n' "restart under load: ${requests} requests, ${concurrency} clients, one restart 1 s in"
-for variant in ${VARIANTS:-plain socket graceful}; do
-  case "${variant}" in plain) port=9101 ;; socket) port=9102 ;; graceful) port=9103 ;; esac
-  run "bench-${variant}" "${port}"
+echo "restart under load: ${rounds} round(s) per variant, each ${requests} requests from ${concurrency} clients (new connection each), one restart 1 s in"
+for round in $(seq 1 "${rounds}"); do
+  for variant in ${VARIANTS:-plain socket graceful}; do
+    case "${variant}" in plain) port=9101 ;; socket) port=9102 ;; graceful) port=9103 ;; esac
+    run "bench-${variant}" "${port}" "${round}"
+  done
 done
+python3 - "${rounds}" ${VARIANTS:-plain socket graceful} <<'PY'
+import json, sys
+rounds, variants = int(sys.argv[1]), sys.argv[2:]
+names = {"plain": "plain uvicorn (--host/--port)", "socket": "socket activation, stock uvicorn",
+         "graceful": "socket activation + uvicorn_graceful"}
+for v in variants:
+    runs = [json.load(open(f"/tmp/bench-bench-{v}-{r}.json")) for r in range(1, rounds + 1)]
+    restarts = [open(f"/tmp/bench-bench-{v}-{r}.restart").read().strip() for r in range(1, rounds + 1)]
+    total = sum(r["requests"] for r in runs)
+    failed = sum(r["failed"] for r in runs)
+    errors = {}
+    for r in runs:
+        for k, n in r["errors"].items():
+            errors[k.split(":")[0]] = errors.get(k.split(":")[0], 0) + n
+    print(f"{names[v]:38} requests={total:6d} failed={failed:5d} ({100 * failed / max(total, 1):5.2f}%)"
+          f" per round={[r['failed'] for r in runs]} restart s={restarts}"
+          f" max latency={max(r['max_latency_s'] for r in runs)}s errors={errors or 'none'}")
+PY
 systemctl stop bench-plain.service bench-socket.service bench-socket.socket bench-graceful.service bench-graceful.socket || true
 rm -f /run/systemd/system/bench-{plain.service,socket.socket,socket.service,graceful.socket,graceful.service}
 systemctl daemon-reload

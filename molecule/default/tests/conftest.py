@@ -63,12 +63,12 @@ def http_json(host, path, port=8000):
     return json.loads(body)
 
 
-def run_playbook(instance, *extra_args, check=False):
-    """Run playbooks/deploy.yml against the instance with the sandbox settings."""
+def run_playbook(instance, *extra_args, check=False, playbook="deploy.yml"):
+    """Run playbooks/<playbook> against the instance with the sandbox settings."""
     inventory = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent")) / "inventory"
     args = [
         "ansible-playbook", "-i", str(inventory), "--limit", instance,
-        str(REPO_ROOT / "playbooks/deploy.yml"), *extra_args,
+        str(REPO_ROOT / "playbooks" / playbook), *extra_args,
     ]
     if check:
         args += ["--check", "--diff"]

@@ -57,8 +57,10 @@ def _state(host, svars):
     name = svars["fastapi_service_name"]
     return {
         "unit": host.file(f"/etc/systemd/system/{name}.service").sha256sum,
-        "env": host.file("/srv/fastapi/app.env").sha256sum,
-        "code": host.check_output("find /srv/fastapi/app -type f | sort | xargs sha256sum"),
+        "current": host.check_output("readlink /srv/fastapi/current"),
+        "releases": host.check_output("ls -1 /srv/fastapi/releases"),
+        "env": host.file("/srv/fastapi/current/app.env").sha256sum,
+        "code": host.check_output("find /srv/fastapi/current/app/ -type f | sort | xargs sha256sum"),
         "main_pid": host.check_output(f"systemctl show -p MainPID --value {name}"),
     }
 

@@ -14,20 +14,20 @@ def test_app_user_is_a_system_user_without_login_shell(host, svars):
 
 
 def test_virtualenv_exists(host):
-    assert host.file("/srv/fastapi/venv/bin/python").exists
-    assert host.file("/srv/fastapi/venv/bin/uvicorn").exists
-    assert host.file("/srv/fastapi/venv/pyvenv.cfg").contains("home = /usr/bin")
+    assert host.file("/srv/fastapi/current/venv/bin/python").exists
+    assert host.file("/srv/fastapi/current/venv/bin/uvicorn").exists
+    assert host.file("/srv/fastapi/current/venv/pyvenv.cfg").contains("home = /usr/bin")
 
 
 def test_fastapi_is_the_pinned_version(host, svars):
-    out = host.check_output("/srv/fastapi/venv/bin/pip show fastapi")
+    out = host.check_output("/srv/fastapi/current/venv/bin/pip show fastapi")
     version = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Version:")]
     assert version == [svars["fastapi_app_fastapi_version"]]
 
 
 def test_lock_file_pins_uvicorn_starlette_pydantic(host):
-    lock = host.file("/srv/fastapi/requirements.lock").content_string
-    freeze = host.check_output("/srv/fastapi/venv/bin/pip freeze")
+    lock = host.file("/srv/fastapi/current/venv/requirements.lock").content_string
+    freeze = host.check_output("/srv/fastapi/current/venv/bin/pip freeze")
     for name in ("uvicorn", "starlette", "pydantic"):
         pinned = [line.split()[0] for line in lock.splitlines() if line.startswith(f"{name}==")]
         assert pinned, f"{name} is not pinned by the lock file"
@@ -41,7 +41,7 @@ def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars):
     assert "--reload" not in text
     assert text.startswith("#"), "templates start with ansible_managed"
     for expected in (
-        "/srv/fastapi/venv/bin/python /usr/local/lib/fastapi-deploy/uvicorn_graceful.py main:app",
+        "/srv/fastapi/current/venv/bin/python /usr/local/lib/fastapi-deploy/uvicorn_graceful.py main:app",
         "--fd 3",
         f"Requires={svars['fastapi_service_name']}.socket",
         f"--workers {svars['fastapi_service_workers']}",
@@ -99,7 +99,7 @@ def test_health_route_and_app_json(host, svars):
 
 
 def test_environment_file_is_private(host):
-    env = host.file("/srv/fastapi/app.env")
+    env = host.file("/srv/fastapi/current/app.env")
     assert env.user == "root"
     assert env.group == "fastapi"
     assert env.mode == 0o640

@@ -85,8 +85,26 @@ def _patch_protocol(module_name, class_name):
 PATCHED = apply_patches()
 
 
+def pin_release():
+    """Resolve <root>/current once, at start: the parent and every worker it (re)spawns run the
+    release that was current when the service started, even if the link is switched meanwhile.
+    Without this, a parent whose workers keep crashing (a broken release being rolled back)
+    respawns workers that import the previous release's code, through the switched link, with
+    the broken release's environment."""
+    import multiprocessing
+
+    args = sys.argv
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--app-dir":
+            args[i + 1] = os.path.realpath(args[i + 1])
+    os.chdir(os.path.realpath(os.getcwd()))
+    multiprocessing.set_executable(os.path.join(os.path.realpath(sys.prefix), "bin", "python"))
+
+
 def main():
     from uvicorn.main import main as uvicorn_main
+
+    pin_release()
 
     sys.argv[0] = "uvicorn"
     return uvicorn_main()
