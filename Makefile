@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-SCENARIOS ?= default
+SCENARIOS ?= default cluster
 
 .PHONY: help setup image demo demo-destroy lint syntax test molecule lock clean
 
@@ -31,7 +31,7 @@ syntax: setup ## ansible-playbook --syntax-check of every playbook
 	for p in playbooks/*.yml; do ansible-playbook -i inventory/production/hosts.yml --syntax-check "$$p" || exit 1; done
 
 molecule: setup ## Every Molecule scenario (SCENARIOS="default ...")
-	for s in $(SCENARIOS); do scripts/molecule.sh test -s "$$s" || exit 1; done
+	rc=0; for s in $(SCENARIOS); do scripts/molecule.sh test -s "$$s" || rc=1; done; exit $$rc
 
 test: lint syntax molecule ## The whole test suite: lint, syntax, bad input and every Molecule scenario
 

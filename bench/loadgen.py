@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
 """A bounded HTTP load generator (standard library only), used by the tests and benchmarks.
 
-It sends --requests GET requests over --concurrency parallel clients, one new TCP
+It sends --requests GET requests over --concurrency parallel clients, one new TCP (or TLS)
 connection per request (Connection: close), and stops by itself: after the last request,
-after --max-seconds, or as soon as --stop-file exists. It prints one JSON object: how many requests answered 200, how many
-failed and why, and which app versions answered (from the JSON field "version").
+after --max-seconds, or as soon as --stop-file exists. It prints one JSON object: how many
+requests answered 200, how many failed and why, and which app versions and hosts answered
+(from the JSON fields "version" and "host"). HTTPS certificates are not verified (the
+test hosts use self-signed ones).
 
     python3 loadgen.py http://127.0.0.1:8000/ --requests 3000 --concurrency 8
+    python3 loadgen.py https://10.89.0.2/ --requests 3000 --concurrency 8
 """
 
 import argparse
@@ -14,6 +17,7 @@ import collections
 import http.client
 import json
 import os
+import ssl
 import sys
 import threading
 import time
@@ -37,6 +41,10 @@ def main() -> int:
     counts = collections.Counter()
     errors = collections.Counter()
     versions = collections.Counter()
+    hosts = collections.Counter()
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE
     latencies = []
     failure_times = []
     next_index = [0]
@@ -57,19 +65,23 @@ def main() -> int:
         while take():
             start = time.monotonic()
             try:
-                conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
+                if url.scheme == "https":
+                    conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=args.timeout, context=tls)
+                else:
+                    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
                 conn.request("GET", path, headers={"Connection": "close"})
                 resp = conn.getresponse()
                 body = resp.read()
                 conn.close()
                 if resp.status == 200:
                     try:
-                        version = json.loads(body).get("version", "?")
+                        data = json.loads(body)
                     except ValueError:
-                        version = "?"
+                        data = {}
                     with lock:
                         counts["ok"] += 1
-                        versions[str(version)] += 1
+                        versions[str(data.get("version", "?"))] += 1
+                        hosts[str(data.get("host", "?"))] += 1
                 else:
                     with lock:
                         counts["failed"] += 1
@@ -99,6 +111,7 @@ def main() -> int:
         "errors": dict(errors),
         "failures_at_s": failure_times[:20],
         "versions": dict(versions),
+        "hosts": dict(hosts),
         "seconds": round(elapsed, 2),
         "max_latency_s": round(latencies[-1], 3) if latencies else None,
         "p50_latency_s": round(latencies[len(latencies) // 2], 4) if latencies else None,

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Deploy the example app (examples/hello_api) with playbooks/deploy.yml to a local disposable
-# Debian container running systemd, and print its URL.
+# Debian container running systemd (app on loopback behind nginx with a self-signed
+# certificate, the single-host layout), and print its HTTPS URL.
 #   scripts/demo.sh           # set up, create the container, deploy, print the URL
 #   scripts/demo.sh destroy   # remove the container
 source "$(dirname "$0")/lib.sh"
 
 NAME="${DEMO_NAME:-fastapi-demo}"
-DEMO_PORT="${DEMO_PORT:-8000}"
+DEMO_PORT="${DEMO_PORT:-8443}"
 
 if [ "${1:-}" = "destroy" ]; then
   if command -v podman >/dev/null && podman container exists "${NAME}"; then
@@ -23,9 +24,9 @@ image=$("${REPO_ROOT}/scripts/build-image.sh")
 podman_runtime_setup "${image}"
 
 if ! podman container exists "${NAME}"; then
-  log "starting ${NAME} (${image}), port ${DEMO_PORT} published on 127.0.0.1:${DEMO_PORT}"
+  log "starting ${NAME} (${image}), its HTTPS port published on 127.0.0.1:${DEMO_PORT}"
   podman run -d --name "${NAME}" --hostname "${NAME}" --systemd=always \
-    -p "127.0.0.1:${DEMO_PORT}:8000" "${image}" /sbin/init >/dev/null
+    -p "127.0.0.1:${DEMO_PORT}:443" "${image}" /sbin/init >/dev/null
 fi
 podman start "${NAME}" >/dev/null
 
@@ -33,11 +34,12 @@ export PATH="${REPO_ROOT}/.venv/bin:${PATH}"
 cd "${REPO_ROOT}"
 ansible-playbook -i inventory/sandbox/hosts.yml playbooks/deploy.yml -e "ansible_host=${NAME}"
 
-url="http://127.0.0.1:${DEMO_PORT}/"
+url="https://127.0.0.1:${DEMO_PORT}/"
 for _ in $(seq 1 20); do
-  curl -fsS "${url}" >/dev/null 2>&1 && break
+  curl -kfsS "${url}" >/dev/null 2>&1 && break
   sleep 0.5
 done
-curl -fsS "${url}" >/dev/null || die "${url} does not answer"
-printf '\nThe example app is served at %s\n  curl %s\n  %s\n' "${url}" "${url}" "$(curl -fsS "${url}")"
+curl -kfsS "${url}" >/dev/null || die "${url} does not answer"
+printf '\nThe example app is served at %s (self-signed certificate: curl -k)\n  curl -k %s\n  %s\n' \
+  "${url}" "${url}" "$(curl -kfsS "${url}")"
 printf 'Remove it with: make demo-destroy\n'

@@ -1,13 +1,16 @@
 """hello_api: the example FastAPI app that the demo and the tests deploy.
 
-GET /        the app's JSON: name, version, FastAPI version, and the client as the app sees it
+GET /        the app's JSON: name, version, FastAPI version, the host that answered, and the
+             client (address and scheme) as the app sees it
 GET /health  200 {"status": "ok"} once the app is up (the deploy waits for it)
+WS  /ws      a WebSocket that echoes each text message (shows upgrades pass the proxy)
 """
 
 import os
+import socket
 
 import fastapi
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 
 APP_NAME = "hello_api"
 # The version of this app. The deploy can override it with APP_VERSION in the environment file.
@@ -22,6 +25,7 @@ def read_root(request: Request) -> dict:
         "app": APP_NAME,
         "version": APP_VERSION,
         "fastapi": fastapi.__version__,
+        "host": socket.gethostname(),
         "pid": os.getpid(),
         "client": request.client.host if request.client else None,
         "scheme": request.url.scheme,
@@ -33,3 +37,13 @@ def read_root(request: Request) -> dict:
 @app.get("/health")
 def health() -> dict:
     return {"status": "ok", "version": APP_VERSION}
+
+
+@app.websocket("/ws")
+async def echo(websocket: WebSocket) -> None:
+    await websocket.accept()
+    try:
+        while True:
+            await websocket.send_text(await websocket.receive_text())
+    except WebSocketDisconnect:
+        pass

@@ -75,3 +75,31 @@ def run_playbook(instance, *extra_args, check=False, playbook="deploy.yml"):
     env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO_ROOT / "roles"), ANSIBLE_NOCOLOR="1",
                ANSIBLE_FORCE_COLOR="0")
     return subprocess.run(args, capture_output=True, text=True, env=env, cwd=REPO_ROOT, timeout=900)
+
+
+def container_ip(name):
+    """The address of a test container on its podman network, as the controller reaches it."""
+    out = subprocess.run(
+        ["podman", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert out, f"{name} has no address"
+    return out[0]
+
+
+def https_get(address, path="/", port=443, timeout=10, headers=None):
+    """GET https://address:port/path from the controller, not verifying the (self-signed)
+    certificate; returns (status, headers, body, tls_version)."""
+    import http.client
+    import ssl
+
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=ctx)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read().decode(), conn.sock.version()
+    finally:
+        conn.close()

@@ -50,6 +50,18 @@ BAD_INPUTS = [
     ("stop-timeout-below-graceful", {"fastapi_service_timeout_graceful_shutdown": 30,
                                      "fastapi_service_timeout_stop_sec": 10},
      ["fastapi_service_timeout_stop_sec (10)", "larger than"]),
+    ("rollout-batch-zero", {"fastapi_deploy_serial": 0},
+     ["fastapi_deploy_serial is '0'", "1 or more), or a percentage"]),
+    ("certificate-without-key", {"fastapi_proxy_tls_certificate": "/etc/hostname"},
+     ["fastapi_proxy_tls_certificate ('/etc/hostname') and fastapi_proxy_tls_certificate_key must both be set"]),
+    ("proxy-body-size-malformed", {"fastapi_proxy_client_max_body_size": "10 MB"},
+     ["fastapi_proxy_client_max_body_size is '10 MB'", "such as '10m'"]),
+    ("proxy-old-tls", {"fastapi_proxy_tls_protocols": ["TLSv1", "TLSv1.2"]},
+     ["fastapi_proxy_tls_protocols is", "use TLSv1.2 and/or TLSv1.3"]),
+    ("unknown-proxy-variable", {"fastapi_proxy_hsts_maxage": 5},
+     ["Unknown variable(s) fastapi_proxy_hsts_maxage", "fastapi_proxy_hsts_max_age"]),
+    ("firewall-source-not-an-address", {"fastapi_firewall_allowed_sources": ["monitoring.example.com"]},
+     ["fastapi_firewall_allowed_sources has entries that are not IP addresses", "monitoring.example.com"]),
 ]
 
 
@@ -78,8 +90,9 @@ def test_bad_input_is_refused_before_the_host_changes(host, instance, svars, ext
     assert result.returncode != 0, out
     for words in expected:
         assert " ".join(words.split()) in flat, f"{words!r} not in the output:\n{out}"
-    # The check play stopped everything: the deploy play never started.
-    assert "PLAY [Deploy the FastAPI app]" not in out
+    # The check play stopped everything: no later play started.
+    assert "PLAY [Put nginx in front" not in out
+    assert "PLAY [Prepare every app host" not in out
     assert _state(host, svars) == before
     assert http_get(host, "/health")[0] == 200
 

@@ -54,7 +54,7 @@ def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars):
     ):
         assert expected in text, expected
     socket = host.file(f"/etc/systemd/system/{svars['fastapi_service_name']}.socket").content_string
-    assert f"ListenStream=0.0.0.0:{svars['fastapi_service_port']}" in socket
+    assert f"ListenStream={svars['fastapi_service_host']}:{svars['fastapi_service_port']}" in socket
     # systemd itself sees no --reload in the command it runs
     execstart = host.check_output(f"systemctl show -p ExecStart {svars['fastapi_service_name']}")
     assert "--reload" not in execstart
@@ -85,7 +85,7 @@ def test_workers_run_as_the_app_user(host, svars):
 
 
 def test_port_listens(host, svars):
-    assert host.socket(f"tcp://0.0.0.0:{svars['fastapi_service_port']}").is_listening
+    assert host.socket(f"tcp://{svars['fastapi_service_host']}:{svars['fastapi_service_port']}").is_listening
 
 
 def test_health_route_and_app_json(host, svars):
