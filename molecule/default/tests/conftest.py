@@ -7,6 +7,7 @@ going through Ansible for every command.
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,29 @@ def https_get(address, path="/", port=443, timeout=10, headers=None):
         return resp.status, dict(resp.getheaders()), resp.read().decode(), conn.sock.version()
     finally:
         conn.close()
+
+
+class Load:
+    """bench/loadgen.py running on the host against the app until stop() (or 400 s).
+
+    A client waits up to 150 s for an answer: while a broken release is tried and rolled back,
+    connections wait in the socket's queue. In these containers that wait is long (each stop
+    takes TimeoutStopSec on cgroup v1, and each health poll over podman 1.5-5 s); the test
+    prints the longest wait (max_latency_s) when it fails."""
+
+    def __init__(self, host, instance):
+        self.host = host
+        subprocess.run(["podman", "cp", str(REPO_ROOT / "bench/loadgen.py"), f"{instance}:/tmp/loadgen.py"],
+                       check=True)
+        host.run("rm -f /tmp/load.json /tmp/load.stop; nohup python3 /tmp/loadgen.py http://127.0.0.1:8000/"
+                 " --requests 200000 --concurrency 8 --pause 0.02 --max-seconds 400 --timeout 150"
+                 " --stop-file /tmp/load.stop > /tmp/load.json 2>&1 &")
+        time.sleep(1)
+
+    def stop(self):
+        self.host.run("touch /tmp/load.stop")
+        for _ in range(400):
+            if self.host.file("/tmp/load.json").size > 0:
+                break
+            time.sleep(0.5)
+        return json.loads(self.host.file("/tmp/load.json").content_string)

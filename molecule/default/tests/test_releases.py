@@ -7,12 +7,10 @@ v4 with a failing pre-start step -> rollback to v1 -> named rollback to v2 -> pr
 
 import json
 import shutil
-import subprocess
-import time
 
 import pytest
 
-from conftest import REPO_ROOT, http_json, run_playbook
+from conftest import REPO_ROOT, Load, http_json, run_playbook
 
 ROOT = "/srv/fastapi"
 STATE = {}
@@ -35,32 +33,6 @@ def _current(host):
 
 def _releases(host):
     return sorted(host.check_output(f"ls -1 {ROOT}/releases").split())
-
-
-class Load:
-    """bench/loadgen.py running on the host against the app until stop() (or 400 s).
-
-    A client waits up to 150 s for an answer: while a broken release is tried and rolled back,
-    connections wait in the socket's queue. In these containers that wait is long (each stop
-    takes TimeoutStopSec on cgroup v1, and each health poll over podman 1.5-5 s); the test
-    prints the longest wait (max_latency_s) when it fails."""
-
-    def __init__(self, host, instance):
-        self.host = host
-        subprocess.run(["podman", "cp", str(REPO_ROOT / "bench/loadgen.py"), f"{instance}:/tmp/loadgen.py"],
-                       check=True)
-        host.run("rm -f /tmp/load.json /tmp/load.stop; nohup python3 /tmp/loadgen.py http://127.0.0.1:8000/"
-                 " --requests 200000 --concurrency 8 --pause 0.02 --max-seconds 400 --timeout 150"
-                 " --stop-file /tmp/load.stop > /tmp/load.json 2>&1 &")
-        time.sleep(1)
-
-    def stop(self):
-        self.host.run("touch /tmp/load.stop")
-        for _ in range(400):
-            if self.host.file("/tmp/load.json").size > 0:
-                break
-            time.sleep(0.5)
-        return json.loads(self.host.file("/tmp/load.json").content_string)
 
 
 def test_first_release_layout(host, svars):

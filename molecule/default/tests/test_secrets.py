@@ -1,0 +1,53 @@
+"""Secrets: a value from fastapi_app_secret_environment reaches the app's processes and its
+0640 root:app environment file, and nowhere else: not in a deploy's output at -vvv --diff,
+not in the unit file, not in the journal. Changing it restarts the app with the new value
+through the zero-downtime path (0 failed requests under load)."""
+
+import json
+import uuid
+
+import pytest
+
+from conftest import Load, run_playbook
+
+SECRETS = [f"s3cr3t-{uuid.uuid4().hex}", f"s3cr3t-{uuid.uuid4().hex}"]
+
+
+def _worker_environ(host, name):
+    pid = host.check_output(f"systemctl show -p MainPID --value {name}")
+    return pid, host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["new-secret", "changed-secret"])
+def test_secret_reaches_the_app_and_nothing_else(host, instance, svars, index):
+    name = svars["fastapi_service_name"]
+    secret = SECRETS[index]
+    pid_before, _ = _worker_environ(host, name)
+    since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
+    load = Load(host, instance)
+    result = run_playbook(instance, "-vvv", "--diff",
+                          "-e", json.dumps({"fastapi_app_secret_environment": {"API_TOKEN": secret}}))
+    stats = load.stop()
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+
+    # the app has it, through its environment file
+    pid, environ = _worker_environ(host, name)
+    assert pid != pid_before, "a changed secret restarts the app"
+    assert f"API_TOKEN={secret}" in environ.splitlines()
+    current = host.check_output("readlink -f /srv/fastapi/current")
+    env = host.file(f"{current}/app.env")
+    assert (env.user, env.group, env.mode) == ("root", "fastapi", 0o640)
+    assert secret in env.content_string
+    # nobody else: not the deploy's output, the unit, the journal; no private key printed
+    assert secret not in out
+    assert "PRIVATE KEY" not in out
+    assert secret not in host.file(f"/etc/systemd/system/{name}.service").content_string
+    journal = host.run(f"journalctl --since '{since}' --no-pager -o cat")
+    assert journal.rc == 0 and journal.stdout.strip(), "the journal has the deploy"
+    assert secret not in journal.stdout
+    # the other users of the host cannot read it
+    assert host.run(f"runuser -u nobody -- cat {current}/app.env").rc != 0
+    # and the switch to it failed no request
+    assert stats["failed"] == 0, stats
+    assert stats["requests"] > 200, stats
