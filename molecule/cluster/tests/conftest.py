@@ -18,6 +18,9 @@ _spec.loader.exec_module(_default)
 REPO_ROOT = _default.REPO_ROOT
 container_ip = _default.container_ip
 https_get = _default.https_get
+https_json = _default.https_json
+app_copy = _default.app_copy
+current_release = _default.current_release
 SCENARIO = Path(__file__).resolve().parents[1]
 PLATFORMS = yaml.safe_load((SCENARIO / "molecule.yml").read_text())["platforms"]
 LB = next(p["name"] for p in PLATFORMS if "fastapi_proxies" in p["groups"])

@@ -5,14 +5,13 @@ one before left."""
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from conftest import APPS, LB, REPO_ROOT, container_ip, https_get, run_deploy
+from conftest import APPS, LB, REPO_ROOT, app_copy, container_ip, current_release, https_json, run_deploy
 
 ROOT = "/srv/fastapi"
 PORT = 8000
@@ -23,25 +22,10 @@ def _served(lb_ip, n=24):
     """(hosts, versions) that answered n requests through the balancer."""
     seen_hosts, versions = set(), set()
     for _ in range(n):
-        status, _, body, _ = https_get(lb_ip, "/")
-        assert status == 200, body
-        data = json.loads(body)
+        data, _ = https_json(lb_ip)
         seen_hosts.add(data["host"])
         versions.add(data["version"])
     return seen_hosts, versions
-
-
-def _current(host):
-    return host.check_output(f"readlink {ROOT}/current").split("/")[-1]
-
-
-def _app_copy(tmp_path_factory, name, main_py_extra=""):
-    src = tmp_path_factory.mktemp(name) / "app"
-    shutil.copytree(REPO_ROOT / "examples/hello_api", src)
-    (src / "RELEASE_NOTE").write_text(f"{name}\n")
-    if main_py_extra:
-        (src / "main.py").write_text((src / "main.py").read_text() + main_py_extra)
-    return src
 
 
 class Load:
@@ -63,9 +47,7 @@ class Load:
 
 
 def test_https_through_the_balancer_serves_the_app(lb_ip):
-    status, _, body, tls = https_get(lb_ip, "/")
-    assert status == 200, body
-    data = json.loads(body)
+    data, tls = https_json(lb_ip)
     assert data["app"] == "hello_api"
     assert data["scheme"] == "https"
     assert tls in ("TLSv1.2", "TLSv1.3")
@@ -88,8 +70,7 @@ def test_app_sees_the_client_not_the_balancer(hosts, lb_ip):
         data = json.loads(hosts[client].check_output(f"curl -sk https://{LB}/"))
         assert data["client"] == container_ip(client), data
         assert data["scheme"] == "https"
-    _, _, body, _ = https_get(lb_ip, "/")
-    assert json.loads(body)["client"] not in (lb_ip, "127.0.0.1")
+    assert https_json(lb_ip)[0]["client"] not in (lb_ip, "127.0.0.1")
 
 
 def test_uvicorn_trusts_only_the_balancer(hosts, lb_ip):
@@ -118,17 +99,17 @@ def test_firewall_lets_only_the_balancer_reach_the_app_port(hosts):
 
 
 def test_rolling_redeploy_under_load_fails_no_request(hosts, lb_ip, tmp_path, tmp_path_factory):
-    STATE["v1"] = {name: _current(hosts[name]) for name in APPS}
+    STATE["v1"] = {name: current_release(hosts[name]) for name in APPS}
     load = Load(f"https://{lb_ip}/", tmp_path)
     result = run_deploy(
-        "-e", f"fastapi_app_src={_app_copy(tmp_path_factory, 'v2')}", "-e", "fastapi_app_version=2.0.0",
+        "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v2')}", "-e", "fastapi_app_version=2.0.0",
         "-e", "fastapi_deploy_serial=1",
         "-e", json.dumps({"fastapi_app_pre_start_commands": ['echo "$FASTAPI_RELEASE_ID" > /tmp/pre-start-proof']}))
     stats = load.stop()
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-6000:]
     # one release id on both hosts, new, serving 2.0.0 from both
-    v2 = {name: _current(hosts[name]) for name in APPS}
+    v2 = {name: current_release(hosts[name]) for name in APPS}
     assert len(set(v2.values())) == 1 and v2 != STATE["v1"], v2
     STATE["v2"] = v2[APPS[0]]
     seen_hosts, versions = _served(lb_ip)
@@ -151,7 +132,7 @@ def test_rolling_redeploy_under_load_fails_no_request(hosts, lb_ip, tmp_path, tm
 
 
 def test_broken_release_stops_the_rollout_at_the_first_host(hosts, lb_ip, tmp_path, tmp_path_factory):
-    broken = _app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
+    broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
     load = Load(f"https://{lb_ip}/", tmp_path)
     result = run_deploy("-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0",
                         "-e", "fastapi_deploy_serial=1", "-e", "fastapi_service_health_timeout=10")
@@ -165,8 +146,8 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, lb_ip, tmp_pa
     assert "RuntimeError: v3 cannot start" in out
     assert f"Mark the app host on its proxies, {second} down" not in out, "the rollout never reached the second host"
     # both still serve v2, through the balancer, and the first is back in it
-    assert _current(hosts[first]) == STATE["v2"]
-    assert _current(hosts[second]) == STATE["v2"]
+    assert current_release(hosts[first]) == STATE["v2"]
+    assert current_release(hosts[second]) == STATE["v2"]
     assert " down;" not in hosts[LB].file(f"/etc/nginx/fastapi-backends/hello-api/{first}.conf").content_string
     seen_hosts, versions = _served(lb_ip)
     assert seen_hosts == set(APPS) and versions == {"2.0.0"}
@@ -178,4 +159,4 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, lb_ip, tmp_pa
 
 @pytest.mark.parametrize("name", APPS)
 def test_app_hosts_serve_the_same_release(hosts, name):
-    assert _current(hosts[name]) == STATE["v2"]
+    assert current_release(hosts[name]) == STATE["v2"]

@@ -6,6 +6,7 @@ going through Ansible for every command.
 
 import json
 import os
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -130,3 +131,26 @@ class Load:
                 break
             time.sleep(0.5)
         return json.loads(self.host.file("/tmp/load.json").content_string)
+
+
+def https_json(address, path="/"):
+    """GET https://address/path (certificate not verified); asserts 200 and returns (JSON, TLS version)."""
+    status, _, body, tls = https_get(address, path)
+    assert status == 200, body
+    return json.loads(body), tls
+
+
+def app_copy(tmp_path_factory, name, main_py_extra=""):
+    """A copy of the example app whose code differs (so that deploying it makes a new release)."""
+    src = tmp_path_factory.mktemp(name) / "app"
+    shutil.copytree(REPO_ROOT / "examples/hello_api", src)
+    (src / "RELEASE_NOTE").write_text(f"{name}\n")
+    if main_py_extra:
+        main = src / "main.py"
+        main.write_text(main.read_text() + main_py_extra)
+    return src
+
+
+def current_release(host, root="/srv/fastapi"):
+    """The id of the release <root>/current points at on the host."""
+    return host.check_output(f"readlink {root}/current").split("/")[-1]

@@ -11,7 +11,7 @@ import ssl
 import pytest
 import yaml
 
-from conftest import REPO_ROOT, container_ip, https_get
+from conftest import REPO_ROOT, container_ip, https_get, https_json
 
 PROXY_VARS = yaml.safe_load((REPO_ROOT / "inventory/sandbox/group_vars/fastapi_proxies.yml").read_text())
 NAME = PROXY_VARS["fastapi_proxy_name"]
@@ -23,9 +23,7 @@ def address(instance):
 
 
 def test_https_serves_the_app_with_the_real_client_and_scheme(address):
-    status, _, body, tls = https_get(address, "/")
-    assert status == 200, body
-    data = json.loads(body)
+    data, tls = https_json(address)
     assert data["app"] == "hello_api"
     assert data["scheme"] == "https"
     # The app is reached through nginx on loopback: without proxy headers it would see

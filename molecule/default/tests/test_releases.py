@@ -6,29 +6,13 @@ v4 with a failing pre-start step -> rollback to v1 -> named rollback to v2 -> pr
 """
 
 import json
-import shutil
 
 import pytest
 
-from conftest import REPO_ROOT, Load, http_json, run_playbook
+from conftest import Load, app_copy, current_release, http_json, run_playbook
 
 ROOT = "/srv/fastapi"
 STATE = {}
-
-
-def _app_copy(tmp_path_factory, name, main_py_extra=""):
-    """A copy of the example app whose code differs (so it is a new release)."""
-    src = tmp_path_factory.mktemp(name) / "app"
-    shutil.copytree(REPO_ROOT / "examples/hello_api", src)
-    (src / "RELEASE_NOTE").write_text(f"{name}\n")
-    if main_py_extra:
-        main = src / "main.py"
-        main.write_text(main.read_text() + main_py_extra)
-    return src
-
-
-def _current(host):
-    return host.check_output(f"readlink {ROOT}/current").split("/")[-1]
 
 
 def _releases(host):
@@ -36,7 +20,7 @@ def _releases(host):
 
 
 def test_first_release_layout(host, svars):
-    release = _current(host)
+    release = current_release(host)
     STATE["v1"] = release
     assert host.file(f"{ROOT}/current").is_symlink
     assert host.file(f"{ROOT}/releases/{release}/app/main.py").exists
@@ -56,12 +40,12 @@ def test_code_only_redeploy_under_load(host, instance, tmp_path_factory):
     venv_before = host.file(f"{ROOT}/releases/{STATE['v1']}/venv").linked_to
     load = Load(host, instance)
     result = run_playbook(
-        instance, "-e", f"fastapi_app_src={_app_copy(tmp_path_factory, 'v2')}", "-e", "fastapi_app_version=2.0.0",
+        instance, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v2')}", "-e", "fastapi_app_version=2.0.0",
         "-e", json.dumps({"fastapi_app_pre_start_commands": [
             'echo "$FASTAPI_RELEASE_ID $APP_VERSION $(id -un) $(pwd)" > /tmp/pre-start-proof']}))
     stats = load.stop()
     assert result.returncode == 0, result.stdout + result.stderr
-    v2 = _current(host)
+    v2 = current_release(host)
     STATE["v2"] = v2
     assert v2 != STATE["v1"]
     assert http_json(host, "/")["version"] == "2.0.0"
@@ -77,7 +61,7 @@ def test_code_only_redeploy_under_load(host, instance, tmp_path_factory):
 
 
 def test_broken_release_is_rolled_back_under_load(host, instance, tmp_path_factory):
-    broken = _app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
+    broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
     load = Load(host, instance)
     result = run_playbook(instance, "-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0",
                           "-e", "fastapi_service_health_timeout=10")
@@ -91,7 +75,7 @@ def test_broken_release_is_rolled_back_under_load(host, instance, tmp_path_facto
     assert "did not answer 200 within 10s (last answer:" in out
     assert f"Rolled back: release {STATE['v2']} is current and serves again." in out
     assert "RuntimeError: v3 cannot start" in out, "the unit's journal lines"
-    assert _current(host) == STATE["v2"]
+    assert current_release(host) == STATE["v2"]
     assert http_json(host, "/")["version"] == "2.0.0"
     assert host.file(f"{ROOT}/releases/{STATE['v3']}/FAILED").exists, "kept, marked failed"
     assert stats["failed"] == 0, stats
@@ -100,13 +84,13 @@ def test_broken_release_is_rolled_back_under_load(host, instance, tmp_path_facto
 
 def test_failing_pre_start_step_switches_nothing(host, instance, tmp_path_factory):
     result = run_playbook(
-        instance, "-e", f"fastapi_app_src={_app_copy(tmp_path_factory, 'v4')}", "-e", "fastapi_app_version=4.0.0",
+        instance, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v4')}", "-e", "fastapi_app_version=4.0.0",
         "-e", json.dumps({"fastapi_app_pre_start_commands": ["echo migrating", "echo boom >&2; exit 3"]}))
     out = " ".join((result.stdout + result.stderr).split())
     assert result.returncode != 0
     assert "pre-start step 2: echo boom >&2; exit 3 failed (exit code 3)" in out
     assert f"Nothing was switched: the current release ({STATE['v2']}) still serves" in out
-    assert _current(host) == STATE["v2"]
+    assert current_release(host) == STATE["v2"]
     assert http_json(host, "/")["version"] == "2.0.0"
     v4 = [r for r in _releases(host) if r not in (STATE["v1"], STATE["v2"], STATE["v3"])]
     assert len(v4) == 1 and host.file(f"{ROOT}/releases/{v4[0]}/FAILED").exists
@@ -121,7 +105,7 @@ def test_rollback_to_previous_release(host, instance):
     result = _rollback(instance)
     assert result.returncode == 0, result.stdout + result.stderr
     # the failed v3 and v4 are never picked: v2 -> v1
-    assert _current(host) == STATE["v1"]
+    assert current_release(host) == STATE["v1"]
     assert http_json(host, "/")["version"] == "1.0.0", "the release's own environment came back too"
     assert "<- current" in result.stdout
 
@@ -129,7 +113,7 @@ def test_rollback_to_previous_release(host, instance):
 def test_rollback_to_named_release(host, instance):
     result = _rollback(instance, "-e", f"fastapi_service_rollback_to={STATE['v2']}")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert _current(host) == STATE["v2"]
+    assert current_release(host) == STATE["v2"]
     assert http_json(host, "/")["version"] == "2.0.0"
 
 
@@ -144,7 +128,7 @@ def test_rollback_refuses_missing_or_failed_release(host, instance, name, words)
     assert result.returncode != 0
     assert words in out
     assert "fastapi_service_rollback_to" in out
-    assert _current(host) == STATE["v2"]
+    assert current_release(host) == STATE["v2"]
 
 
 def test_releases_playbook_lists_them(host, instance):
@@ -155,16 +139,16 @@ def test_releases_playbook_lists_them(host, instance):
 
 
 def test_pruning_keeps_the_newest_releases(host, instance, tmp_path_factory):
-    result = run_playbook(instance, "-e", f"fastapi_app_src={_app_copy(tmp_path_factory, 'v5')}",
+    result = run_playbook(instance, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v5')}",
                           "-e", "fastapi_app_version=5.0.0", "-e", "fastapi_app_keep_releases=2")
     assert result.returncode == 0, result.stdout + result.stderr
     releases = _releases(host)
     assert len(releases) == 2, releases
-    assert _current(host) == releases[-1]
+    assert current_release(host) == releases[-1]
     used = {host.file(f"{ROOT}/releases/{r}/venv").linked_to for r in releases}
     venvs = {f"{ROOT}/venvs/{v}" for v in host.check_output(f"ls -1 {ROOT}/venvs").split()}
     assert venvs == used
-    again = run_playbook(instance, "-e", f"fastapi_app_src={_app_copy(tmp_path_factory, 'v5')}",
+    again = run_playbook(instance, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v5')}",
                          "-e", "fastapi_app_version=5.0.0", "-e", "fastapi_app_keep_releases=2")
     assert again.returncode == 0
     assert "changed=0" in again.stdout, "a second run of the same release changes nothing"
@@ -182,7 +166,7 @@ def test_deploy_from_git(host, instance):
     result = run_playbook(instance, "-e", "fastapi_app_src=", "-e", "fastapi_app_git_repo=/srv/git/hello.git",
                           "-e", "fastapi_app_git_version=main", "-e", "fastapi_app_version=6.0.0")
     assert result.returncode == 0, result.stdout + result.stderr
-    release = _current(host)
+    release = current_release(host)
     info = json.loads(host.file(f"{ROOT}/releases/{release}/release.json").content_string)
     assert info["source"] == f"/srv/git/hello.git@{commit}"
     assert host.file(f"{ROOT}/releases/{release}/app/RELEASE_NOTE").content_string.strip() == "v6"
