@@ -2,9 +2,9 @@
 SHELL := /bin/bash
 VENV  := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-SCENARIOS ?= default cluster
+SCENARIOS ?= default cluster vm
 
-.PHONY: help setup image demo demo-destroy lint syntax test molecule lock clean
+.PHONY: help setup image demo demo-destroy lint syntax test molecule molecule-debian13 lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -30,8 +30,11 @@ syntax: setup ## ansible-playbook --syntax-check of every playbook
 	for p in playbooks/*.yml; do ansible-playbook -i inventory/sandbox/hosts.yml --syntax-check "$$p" || exit 1; done
 	for p in playbooks/*.yml; do ansible-playbook -i inventory/production/hosts.yml --syntax-check "$$p" || exit 1; done
 
-molecule: setup ## Every Molecule scenario (SCENARIOS="default ...")
-	rc=0; for s in $(SCENARIOS); do scripts/molecule.sh test -s "$$s" || rc=1; done; exit $$rc
+molecule: setup ## Every Molecule scenario (SCENARIOS="default cluster vm"; vm runs beside the others)
+	scripts/molecule-all.sh $(SCENARIOS)
+
+molecule-debian13: setup ## The whole default scenario on Debian 13 (not in make test: CI time)
+	DEBIAN_RELEASE=trixie scripts/molecule.sh test -s default
 
 test: lint syntax molecule ## The whole test suite: lint, syntax, bad input and every Molecule scenario
 

@@ -4,7 +4,7 @@
 # it is rebuilt only when its recipe (this file, or DEBIAN_RELEASE) changes.
 # Prints the image name on stdout.
 #   scripts/build-image.sh                 # Debian 12 (bookworm)
-#   DEBIAN_RELEASE=trixie scripts/build-image.sh
+#   DEBIAN_RELEASE=trixie scripts/build-image.sh     # Debian 13
 # Set FASTAPI_DEPLOY_IMAGE to use an image you already have instead (nothing is built).
 source "$(dirname "$0")/lib.sh"
 

@@ -13,6 +13,7 @@ die() { printf 'ERROR: %s\n' "$*" >&2; exit 1; }
 # The Debian release of the local test image, and the image name Molecule and the demo use.
 # FASTAPI_DEPLOY_IMAGE overrides the image for users who can pull one (it must run systemd
 # as /sbin/init and have python3).
+# Debian 12 (bookworm) unless DEBIAN_RELEASE says otherwise (trixie: Debian 13).
 DEBIAN_RELEASE="${DEBIAN_RELEASE:-bookworm}"
 
 # Podman's default runtime (crun) cannot set rlimits on machines without CAP_SYS_RESOURCE;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what the controller needs on a fresh Debian machine: podman (with runc),
-# debootstrap, and the project's virtualenv (.venv) from requirements.txt.
+# debootstrap, and the project's virtualenv (.venv) from requirements.txt; with `vm`, QEMU too.
 # Safe to run again: it does only what is missing.
 source "$(dirname "$0")/lib.sh"
 
@@ -8,6 +8,12 @@ need=()
 for cmd in podman runc debootstrap; do
   command -v "${cmd}" >/dev/null || need+=("${cmd}")
 done
+# `scripts/setup.sh vm`: also QEMU, for the Molecule vm scenario.
+if [ "${1:-}" = "vm" ]; then
+  command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+  command -v qemu-img >/dev/null || need+=(qemu-utils)
+  command -v ssh >/dev/null || need+=(openssh-client)
+fi
 if [ "${#need[@]}" -gt 0 ]; then
   command -v apt-get >/dev/null || die "missing ${need[*]}; install them with your package manager"
   sudo_cmd=""; [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

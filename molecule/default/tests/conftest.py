@@ -59,6 +59,11 @@ def http_get(host, path, port=8000, timeout=5):
     return status, cmd.stdout[3:]
 
 
+def sandbox_applied(host, pid):
+    """Whether systemd gave the process its own mount namespace (ProtectSystem= and the rest)."""
+    return host.check_output(f"readlink /proc/{pid}/ns/mnt") != host.check_output("readlink /proc/1/ns/mnt")
+
+
 def http_json(host, path, port=8000):
     status, body = http_get(host, path, port)
     assert status == 200, f"GET {path}: {status} {body}"

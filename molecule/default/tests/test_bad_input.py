@@ -43,6 +43,8 @@ BAD_INPUTS = [
     ("lock-file-missing", {"fastapi_app_requirements_lock": "/nonexistent/requirements.lock"},
      ["fastapi_app_requirements_lock is '/nonexistent/requirements.lock', which is not a file",
       "pip-compile --generate-hashes"]),
+    ("wheelhouse-without-wheels", {"fastapi_app_wheelhouse": "/etc"},
+     ["fastapi_app_wheelhouse is '/etc', which is not a directory of wheels", "scripts/wheelhouse.sh"]),
     ("unknown-service-variable", {"fastapi_service_prot": 8080},
      ["Unknown variable(s) fastapi_service_prot", "fastapi_service_port"]),
     ("unknown-app-variable", {"fastapi_app_fastapi_verison": "0.165.0"},

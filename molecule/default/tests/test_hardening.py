@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from conftest import http_get
+from conftest import http_get, sandbox_applied
 
 MAX_EXPOSURE = 1.5
 
@@ -47,16 +47,22 @@ def test_sandbox_directives_are_in_effect(host, name):
 def test_the_app_cannot_write_its_code_or_venv(host, main_pid):
     current = host.check_output("readlink -f /srv/fastapi/current")
     venv = host.check_output(f"readlink -f {current}/venv")
-    for target in (f"{current}/app/main.py", f"{current}/app/.probe", f"{venv}/bin/.probe", f"{venv}/lib/.probe"):
+    targets = (f"{current}/app/main.py", f"{current}/app/.probe", f"{venv}/bin/.probe", f"{venv}/lib/.probe")
+    for target in targets:
         # the files: owned by root, so the app user cannot write them ...
         plain = host.run(f"runuser -u fastapi -- sh -c 'echo x >> {target}'")
         assert plain.rc != 0 and "Permission denied" in plain.stderr, f"the app user could write {target}"
+    owners = host.check_output(f"find {current}/app {venv}/ -not -user root | head -5")
+    assert owners == "", f"files not owned by root: {owners}"
+    if not sandbox_applied(host, main_pid):
+        pytest.skip("systemd made no mount namespace for the app: systemd 257 (Debian 13) cannot in an "
+                    "unprivileged container, and says nothing (the deploy summary warns). ProtectSystem "
+                    "and the read-only code are checked on a real kernel by the vm scenario.")
+    for target in targets:
         # ... and the service's own view of the file system (its mount namespace, reached
         # through /proc/PID/root) is read-only there, even for root (ProtectSystem=strict)
         sandboxed = host.run(f"sh -c 'echo x >> /proc/{main_pid}/root{target}'")
         assert sandboxed.rc != 0 and "Read-only file system" in sandboxed.stderr, sandboxed.stderr
-    owners = host.check_output(f"find {current}/app {venv}/ -not -user root | head -5")
-    assert owners == "", f"files not owned by root: {owners}"
 
 
 def test_the_app_can_write_its_state_and_cache(host, name, main_pid):

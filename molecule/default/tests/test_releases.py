@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import Load, app_copy, current_release, http_json, run_playbook
+from conftest import Load, app_copy, current_release, http_json, run_playbook, sandbox_applied
 
 ROOT = "/srv/fastapi"
 STATE = {}
@@ -58,6 +58,11 @@ def test_code_only_redeploy_under_load(host, instance, tmp_path_factory):
     assert stats["failed"] == 0, stats
     assert stats["requests"] > 1000, stats
     assert set(stats["versions"]) == {"1.0.0", "2.0.0"}, stats
+    # the summary names the release, and warns if (and only if) systemd did not sandbox the app
+    summary = " ".join(result.stdout.split())
+    assert f"serves http://127.0.0.1:8000/ (loopback only: clients go through the load balancer) (release {v2}," in summary
+    pid = host.check_output("systemctl show -p MainPID --value hello-api")
+    assert ("WARNING: systemd did not apply the sandbox" in summary) == (not sandbox_applied(host, pid)), summary
 
 
 def test_broken_release_is_rolled_back_under_load(host, instance, tmp_path_factory):
