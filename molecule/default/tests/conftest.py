@@ -59,6 +59,13 @@ def http_get(host, path, port=8000, timeout=5):
     return status, cmd.stdout[3:]
 
 
+def main_pid(host, name):
+    """The main process of the app's service (asserted running)."""
+    pid = host.check_output(f"systemctl show -p MainPID --value {name}")
+    assert pid != "0", f"{name} has no main process"
+    return pid
+
+
 def sandbox_applied(host, pid):
     """Whether systemd gave the process its own mount namespace (ProtectSystem= and the rest)."""
     return host.check_output(f"readlink /proc/{pid}/ns/mnt") != host.check_output("readlink /proc/1/ns/mnt")

@@ -5,6 +5,7 @@ import re
 
 import pytest
 
+import conftest
 from conftest import http_get, sandbox_applied
 
 MAX_EXPOSURE = 1.5
@@ -17,9 +18,7 @@ def name(svars):
 
 @pytest.fixture(scope="module")
 def main_pid(host, name):
-    pid = host.check_output(f"systemctl show -p MainPID --value {name}")
-    assert pid != "0"
-    return pid
+    return conftest.main_pid(host, name)
 
 
 def test_systemd_analyze_security_exposure(host, name):

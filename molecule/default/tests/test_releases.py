@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import Load, app_copy, current_release, http_json, run_playbook, sandbox_applied
+from conftest import Load, app_copy, current_release, http_json, main_pid, run_playbook, sandbox_applied
 
 ROOT = "/srv/fastapi"
 STATE = {}
@@ -36,7 +36,7 @@ def test_first_release_layout(host, svars):
         f"/etc/systemd/system/{svars['fastapi_service_name']}.service").content_string
 
 
-def test_code_only_redeploy_under_load(host, instance, tmp_path_factory):
+def test_code_only_redeploy_under_load(host, instance, svars, tmp_path_factory):
     venv_before = host.file(f"{ROOT}/releases/{STATE['v1']}/venv").linked_to
     load = Load(host, instance)
     result = run_playbook(
@@ -61,7 +61,7 @@ def test_code_only_redeploy_under_load(host, instance, tmp_path_factory):
     # the summary names the release, and warns if (and only if) systemd did not sandbox the app
     summary = " ".join(result.stdout.split())
     assert f"serves http://127.0.0.1:8000/ (loopback only: clients go through the load balancer) (release {v2}," in summary
-    pid = host.check_output("systemctl show -p MainPID --value hello-api")
+    pid = main_pid(host, svars["fastapi_service_name"])
     assert ("WARNING: systemd did not apply the sandbox" in summary) == (not sandbox_applied(host, pid)), summary
 
 

@@ -1,6 +1,7 @@
 """Fixtures for the vm scenario: testinfra over SSH, as the deploy user (with sudo for the
 checks that need root), with the scenario's key and the VM's known host key."""
 
+import importlib.util
 import os
 import subprocess
 from pathlib import Path
@@ -8,6 +9,14 @@ from pathlib import Path
 import pytest
 import testinfra
 import yaml
+
+_spec = importlib.util.spec_from_file_location(
+    "default_conftest", Path(__file__).resolve().parents[2] / "default/tests/conftest.py")
+_default = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_default)
+SANDBOX_VARS = _default.SANDBOX_VARS
+main_pid = _default.main_pid
+sandbox_applied = _default.sandbox_applied
 
 EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY", "/nonexistent"))
 VM_DIR = EPHEMERAL / "vm"

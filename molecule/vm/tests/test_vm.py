@@ -6,12 +6,7 @@ import json
 import re
 import subprocess
 import time
-from pathlib import Path
-
-import yaml
-from conftest import ssh
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
+from conftest import SANDBOX_VARS, main_pid, sandbox_applied, ssh
 
 
 def test_login_is_unprivileged_with_sudo_and_never_root(vm, user_host, host):
@@ -49,8 +44,8 @@ def test_unit_is_sandboxed_on_a_real_kernel(host):
     exposure = float(re.search(r"Overall exposure level for hello-api\.service: ([0-9.]+)", out).group(1))
     assert exposure <= 1.5, out
     # and in effect: the service's view of its code is read-only, even for root
-    pid = host.check_output("systemctl show -p MainPID --value hello-api")
-    assert host.check_output(f"readlink /proc/{pid}/ns/mnt") != host.check_output("readlink /proc/1/ns/mnt")
+    pid = main_pid(host, SANDBOX_VARS["fastapi_service_name"])
+    assert sandbox_applied(host, pid)
     write = host.run(f"sh -c 'echo x >> /proc/{pid}/root/srv/fastapi/current/app/.probe'")
     assert write.rc != 0 and "Read-only file system" in write.stderr, write.stderr
 
@@ -63,8 +58,7 @@ def test_virtualenv_came_from_the_wheelhouse_not_an_index(host):
     assert len(venvs) == 1, venvs
     venv = venvs[0].rstrip("/")
     version = host.check_output(f"{venv}/bin/python -c 'import fastapi; print(fastapi.__version__)'")
-    pinned = yaml.safe_load((REPO_ROOT / "inventory/sandbox/group_vars/fastapi_servers.yml").read_text())
-    assert version == pinned["fastapi_app_fastapi_version"]
+    assert version == SANDBOX_VARS["fastapi_app_fastapi_version"]
     assert not host.file(f"{venv}/wheelhouse").exists
     assert host.run(f"{venv}/bin/pip download --no-deps -d /tmp/x idna==3.20 --timeout 5 --retries 0").rc != 0
 
