@@ -5,8 +5,11 @@ It sends --requests GET requests over --concurrency parallel clients, one new TC
 connection per request (Connection: close), and stops by itself: after the last request,
 after --max-seconds, or as soon as --stop-file exists. It prints one JSON object: how many
 requests answered 200, how many failed and why, and which app versions and hosts answered
-(from the JSON fields "version" and "host"). HTTPS certificates are not verified (the
-test hosts use self-signed ones).
+(from the JSON fields "version" and "host"), when the load started and ended and when each
+version (or value of another field: --span-field) first and last answered (Unix time, so that a test can check the load spanned a
+deploy and both releases answered), and the latencies (median, 99th percentile, maximum, and
+when the slowest request started). HTTPS certificates are not verified (the test hosts use
+self-signed ones).
 
     python3 loadgen.py http://127.0.0.1:8000/ --requests 3000 --concurrency 8
     python3 loadgen.py https://10.89.0.2/ --requests 3000 --concurrency 8
@@ -33,6 +36,8 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="stop after this long")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
     parser.add_argument("--stop-file", help="stop as soon as this file exists")
+    parser.add_argument("--span-field", default="version",
+                        help="JSON field whose values' first and last answers are reported (spans)")
     args = parser.parse_args()
 
     url = urllib.parse.urlsplit(args.url)
@@ -46,9 +51,12 @@ def main() -> int:
     tls.check_hostname = False
     tls.verify_mode = ssl.CERT_NONE
     latencies = []
+    slowest = [0.0, 0.0]  # latency, Unix time it started
+    spans = {}  # value of --span-field -> [first, last] Unix time of its answers
     failure_times = []
     next_index = [0]
     started = time.monotonic()
+    started_at = time.time()
     deadline = started + args.max_seconds
 
     def take() -> bool:
@@ -64,6 +72,7 @@ def main() -> int:
     def client() -> None:
         while take():
             start = time.monotonic()
+            start_at = time.time()
             try:
                 if url.scheme == "https":
                     conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=args.timeout, context=tls)
@@ -78,9 +87,14 @@ def main() -> int:
                         data = json.loads(body)
                     except ValueError:
                         data = {}
+                    version = str(data.get("version", "?"))
+                    key = str(data.get(args.span_field, "?"))
                     with lock:
                         counts["ok"] += 1
-                        versions[str(data.get("version", "?"))] += 1
+                        versions[version] += 1
+                        span = spans.setdefault(key, [start_at, start_at])
+                        span[0] = min(span[0], start_at)
+                        span[1] = max(span[1], time.time())
                         hosts[str(data.get("host", "?"))] += 1
                 else:
                     with lock:
@@ -93,7 +107,10 @@ def main() -> int:
                     failure_times.append((round(start - started, 3), round(time.monotonic() - started, 3)))
                     errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
             with lock:
-                latencies.append(time.monotonic() - start)
+                latency = time.monotonic() - start
+                latencies.append(latency)
+                if latency > slowest[0]:
+                    slowest[:] = [latency, start_at]
             if args.pause:
                 time.sleep(args.pause)
 
@@ -113,8 +130,13 @@ def main() -> int:
         "versions": dict(versions),
         "hosts": dict(hosts),
         "seconds": round(elapsed, 2),
+        "started_at": round(started_at, 3),
+        "ended_at": round(started_at + elapsed, 3),
+        "spans": {v: [round(a, 3), round(b, 3)] for v, (a, b) in spans.items()},
+        "slowest_started_at": round(slowest[1], 3) if latencies else None,
         "max_latency_s": round(latencies[-1], 3) if latencies else None,
         "p50_latency_s": round(latencies[len(latencies) // 2], 4) if latencies else None,
+        "p99_latency_s": round(latencies[min(len(latencies) - 1, len(latencies) * 99 // 100)], 4) if latencies else None,
     }
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

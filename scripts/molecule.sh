@@ -5,6 +5,9 @@
 #   DEBIAN_RELEASE=trixie scripts/molecule.sh test    # the default scenario on Debian 13
 #   scripts/molecule.sh test -s cluster               # another scenario
 #   scripts/molecule.sh converge / verify / login / destroy ...
+# Each scenario keeps its files (inventory, keys, known_hosts) in .cache/molecule/<scenario>,
+# where the tests find them too: after `scripts/molecule.sh converge [-s NAME]`, any test
+# file runs by itself with plain pytest, e.g. `.venv/bin/pytest molecule/default/tests/test_proxy.py`.
 # MOLECULE_IMAGE is the default scenario's image (DEBIAN_RELEASE, Debian 12 unless set);
 # MOLECULE_IMAGE_BOOKWORM and MOLECULE_IMAGE_TRIXIE are the cluster's mixed fleet.
 source "$(dirname "$0")/lib.sh"
@@ -21,6 +24,15 @@ if [[ " $* " == *" cluster "* || " $* " == *"-s cluster"* ]]; then
   export MOLECULE_IMAGE_BOOKWORM MOLECULE_IMAGE_TRIXIE
 fi
 podman_runtime_setup "${MOLECULE_IMAGE}"
+scenario=default
+args=("$@")
+for i in "${!args[@]}"; do
+  case "${args[$i]}" in
+    -s|--scenario-name) scenario="${args[$((i + 1))]:-default}" ;;
+    --scenario-name=*) scenario="${args[$i]#*=}" ;;
+  esac
+done
+export MOLECULE_EPHEMERAL_DIRECTORY="${MOLECULE_EPHEMERAL_DIRECTORY:-${CACHE_DIR}/molecule/${scenario}}"
 export PATH="${REPO_ROOT}/.venv/bin:${PATH}"
 cd "${REPO_ROOT}"
 exec molecule "$@"

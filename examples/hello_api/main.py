@@ -3,9 +3,12 @@
 GET /        the app's JSON: name, version, FastAPI version, the host that answered, and the
              client (address and scheme) as the app sees it
 GET /health  200 {"status": "ok"} once the app is up (the deploy waits for it)
+GET /slow?seconds=N   answers after N seconds (at most 60): a request still in progress
+             while the app restarts or a deploy switches (the tests use it)
 WS  /ws      a WebSocket that echoes each text message (shows upgrades pass the proxy)
 """
 
+import asyncio
 import os
 import socket
 
@@ -37,6 +40,13 @@ def read_root(request: Request) -> dict:
 @app.get("/health")
 def health() -> dict:
     return {"status": "ok", "version": APP_VERSION}
+
+
+@app.get("/slow")
+async def slow(seconds: float = 1.0) -> dict:
+    seconds = max(0.0, min(seconds, 60.0))
+    await asyncio.sleep(seconds)
+    return {"slept": seconds, "version": APP_VERSION, "pid": os.getpid()}
 
 
 @app.websocket("/ws")

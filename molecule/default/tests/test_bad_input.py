@@ -1,12 +1,15 @@
 """Bad input: each is refused with a clear error naming the variable and the fix, before
-anything on the host changes. The host already serves the app (converge ran): its unit file,
-environment file and main process must be the same afterwards, and it must still serve."""
+anything on the host changes. The host serves the app (converge ran): its units, environment
+file, code, releases and main process must be the same afterwards, and it must still serve.
+
+The runs change nothing and share nothing, so they run side by side (deploytest.run_playbooks),
+once for the module; each case then checks its own output."""
 
 import json
 
 import pytest
 
-from conftest import http_get, run_playbook
+from deploytest import ROOT, http_get, run_playbook, run_playbooks
 
 BAD_INPUTS = [
     # (id, extra vars, words the error must contain)
@@ -67,40 +70,45 @@ BAD_INPUTS = [
 ]
 
 
-def _state(host, svars):
-    name = svars["fastapi_service_name"]
+def _state(host, name):
     return {
         "unit": host.file(f"/etc/systemd/system/{name}.service").sha256sum,
-        "current": host.check_output("readlink /srv/fastapi/current"),
-        "releases": host.check_output("ls -1 /srv/fastapi/releases"),
-        "env": host.file("/srv/fastapi/current/app.env").sha256sum,
-        "code": host.check_output("find /srv/fastapi/current/app/ -type f | sort | xargs sha256sum"),
+        "socket": host.file(f"/etc/systemd/system/{name}.socket").sha256sum,
+        "current": host.check_output(f"readlink {ROOT}/current"),
+        "releases": host.check_output(f"ls -1 {ROOT}/releases"),
+        "env": host.file(f"{ROOT}/current/app.env").sha256sum,
+        "code": host.check_output(f"find {ROOT}/current/app/ -type f | sort | xargs sha256sum"),
+        "nginx": host.check_output("cat /etc/nginx/conf.d/*.conf /etc/nginx/fastapi-backends/*/*.conf | sha256sum"),
         "main_pid": host.check_output(f"systemctl show -p MainPID --value {name}"),
     }
 
 
-@pytest.mark.parametrize("extra_vars,expected", [(b[1], b[2]) for b in BAD_INPUTS],
-                         ids=[b[0] for b in BAD_INPUTS])
-def test_bad_input_is_refused_before_the_host_changes(host, instance, svars, extra_vars, expected):
-    before = _state(host, svars)
+@pytest.fixture(scope="module")
+def runs(host, name):
+    """Every bad input's deploy, run side by side, with the host's state before and after."""
+    before = _state(host, name)
     assert http_get(host, "/health")[0] == 200
+    results = run_playbooks([["-e", json.dumps(b[1])] for b in BAD_INPUTS])
+    return before, dict(zip([b[0] for b in BAD_INPUTS], results)), _state(host, name)
 
-    result = run_playbook(instance, "-e", json.dumps(extra_vars))
+
+@pytest.mark.parametrize("case,expected", [(b[0], b[2]) for b in BAD_INPUTS], ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_refused_before_the_host_changes(host, runs, case, expected):
+    before, results, after = runs
+    result = results[case]
     out = result.stdout + result.stderr
-    flat = " ".join(out.split())  # the output callback folds long lines
-
     assert result.returncode != 0, out
     for words in expected:
-        assert " ".join(words.split()) in flat, f"{words!r} not in the output:\n{out}"
+        assert " ".join(words.split()) in result.flat, f"{words!r} not in the output:\n{out}"
     # The check play stopped everything: no later play started.
     assert "PLAY [Put nginx in front" not in out
     assert "PLAY [Prepare every app host" not in out
-    assert _state(host, svars) == before
+    assert after == before, "a bad input changed the host"
     assert http_get(host, "/health")[0] == 200
 
 
-def test_good_input_still_passes_check_mode(instance):
+def test_good_input_still_passes_check_mode():
     """The same run without bad input goes through (in --check mode: nothing changes)."""
-    result = run_playbook(instance, check=True)
+    result = run_playbook(check=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "changed=0" in result.stdout

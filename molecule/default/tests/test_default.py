@@ -1,11 +1,16 @@
-"""The default scenario: the example app deployed by playbooks/deploy.yml on one Debian host."""
+"""The default scenario: the example app deployed by playbooks/deploy.yml on one Debian host
+(the converged state; nothing here changes what the host serves for longer than a test)."""
 
+import json
+import threading
 import time
 
-from conftest import http_get, http_json
+import pytest
+
+from deploytest import ROOT, Load, http_get, http_json, https_get, main_pid, run_playbook
 
 
-def test_app_user_is_a_system_user_without_login_shell(host, svars):
+def test_app_user_is_a_system_user_without_login_shell(host):
     user = host.user("fastapi")
     assert user.exists
     assert user.shell in ("/usr/sbin/nologin", "/bin/false")
@@ -14,36 +19,35 @@ def test_app_user_is_a_system_user_without_login_shell(host, svars):
 
 
 def test_virtualenv_exists(host):
-    assert host.file("/srv/fastapi/current/venv/bin/python").exists
-    assert host.file("/srv/fastapi/current/venv/bin/uvicorn").exists
-    assert host.file("/srv/fastapi/current/venv/pyvenv.cfg").contains("home = /usr/bin")
+    assert host.file(f"{ROOT}/current/venv/bin/python").exists
+    assert host.file(f"{ROOT}/current/venv/bin/uvicorn").exists
+    assert host.file(f"{ROOT}/current/venv/pyvenv.cfg").contains("home = /usr/bin")
 
 
 def test_fastapi_is_the_pinned_version(host, svars):
-    out = host.check_output("/srv/fastapi/current/venv/bin/pip show fastapi")
+    out = host.check_output(f"{ROOT}/current/venv/bin/pip show fastapi")
     version = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Version:")]
     assert version == [svars["fastapi_app_fastapi_version"]]
 
 
-def test_lock_file_pins_uvicorn_starlette_pydantic(host):
-    lock = host.file("/srv/fastapi/current/venv/requirements.lock").content_string
-    freeze = host.check_output("/srv/fastapi/current/venv/bin/pip freeze")
+def test_lock_file_pins_are_what_the_venv_has(host):
+    lock = host.file(f"{ROOT}/current/venv/requirements.lock").content_string
+    freeze = set(host.check_output(f"{ROOT}/current/venv/bin/pip freeze --all").lower().splitlines())
+    pins = {line.split()[0].lower() for line in lock.splitlines() if "==" in line and not line.startswith((" ", "#"))}
     for name in ("uvicorn", "starlette", "pydantic"):
-        pinned = [line.split()[0] for line in lock.splitlines() if line.startswith(f"{name}==")]
-        assert pinned, f"{name} is not pinned by the lock file"
-        assert pinned[0] in freeze.splitlines(), f"{pinned[0]} is not what the venv has"
+        assert any(p.startswith(f"{name}==") for p in pins), f"{name} is not pinned by the lock file"
+    missing = sorted(p for p in pins if p.replace("_", "-") not in {f.replace("_", "-") for f in freeze})
+    assert not missing, f"pinned by the lock file but not in the venv at that version: {missing}"
 
 
-def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars):
-    unit = host.file(unit_path)
-    assert unit.exists
-    text = unit.content_string
+def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars, name):
+    text = host.file(unit_path).content_string
     assert "--reload" not in text
     assert text.startswith("#"), "templates start with ansible_managed"
     for expected in (
-        "/srv/fastapi/current/venv/bin/python /usr/local/lib/fastapi-deploy/uvicorn_graceful.py main:app",
+        f"{ROOT}/current/venv/bin/python /usr/local/lib/fastapi-deploy/uvicorn_graceful.py main:app",
         "--fd 3",
-        f"Requires={svars['fastapi_service_name']}.socket",
+        f"Requires={name}.socket",
         f"--workers {svars['fastapi_service_workers']}",
         "--proxy-headers",
         "--forwarded-allow-ips 127.0.0.1",
@@ -53,38 +57,39 @@ def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars):
         "User=fastapi",
     ):
         assert expected in text, expected
-    socket = host.file(f"/etc/systemd/system/{svars['fastapi_service_name']}.socket").content_string
+    socket = host.file(f"/etc/systemd/system/{name}.socket").content_string
     assert f"ListenStream={svars['fastapi_service_host']}:{svars['fastapi_service_port']}" in socket
-    # systemd itself sees no --reload in the command it runs
-    execstart = host.check_output(f"systemctl show -p ExecStart {svars['fastapi_service_name']}")
-    assert "--reload" not in execstart
-    assert "uvicorn" in execstart
+    # what systemd itself runs
+    execstart = host.check_output(f"systemctl show -p ExecStart {name}")
+    assert "--reload" not in execstart and "uvicorn_graceful.py" in execstart
+    assert host.check_output(f"systemctl show -p Restart --value {name}") == "on-failure"
 
 
-def test_service_is_active_and_enabled(host, svars):
-    service = host.service(svars["fastapi_service_name"])
-    assert service.is_running
-    assert service.is_enabled
+def test_service_and_socket_are_active_and_enabled(host, name):
+    for unit in (f"{name}.service", f"{name}.socket"):
+        assert host.service(unit).is_running, unit
+        assert host.service(unit).is_enabled, unit
 
 
-def _unit_processes(host, name):
-    """(pid, user) of every process in the unit's control group (cgroup v1 or v2)."""
+def _worker_pids(host, name):
+    """uvicorn's worker processes: the main process's children started by multiprocessing's
+    spawn (not its resource tracker)."""
+    pid = main_pid(host, name)
+    children = host.check_output(f"cat /proc/{pid}/task/*/children").split()
+    return [c for c in children if "spawn_main" in host.run(f"tr '\\0' ' ' < /proc/{c}/cmdline").stdout]
+
+
+def test_exactly_n_workers_run_as_the_app_user(host, svars, name):
+    workers = _worker_pids(host, name)
+    assert len(workers) == svars["fastapi_service_workers"], workers
     cgroup = host.check_output(f"systemctl show -p ControlGroup --value {name}")
     procs = host.check_output(
-        f"cat /sys/fs/cgroup/systemd{cgroup}/cgroup.procs 2>/dev/null"
-        f" || cat /sys/fs/cgroup{cgroup}/cgroup.procs"
-    ).split()
-    return [(pid, host.check_output(f"stat -c %U /proc/{pid}")) for pid in procs]
+        f"cat /sys/fs/cgroup/systemd{cgroup}/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup{cgroup}/cgroup.procs").split()
+    assert set(workers) <= set(procs), "the workers are in the unit's control group"
+    assert {host.check_output(f"stat -c %U /proc/{p}") for p in procs} == {"fastapi"}
 
 
-def test_workers_run_as_the_app_user(host, svars):
-    processes = _unit_processes(host, svars["fastapi_service_name"])
-    assert {user for _, user in processes} == {"fastapi"}
-    # uvicorn --workers N: the main process, N workers, and multiprocessing's helper
-    assert len(processes) >= svars["fastapi_service_workers"] + 1
-
-
-def test_port_listens(host, svars):
+def test_port_listens_on_loopback(host, svars):
     assert host.socket(f"tcp://{svars['fastapi_service_host']}:{svars['fastapi_service_port']}").is_listening
 
 
@@ -98,79 +103,114 @@ def test_health_route_and_app_json(host, svars):
     assert data["greeting"] == "Hello from the sandbox", "the environment file reaches the app"
 
 
-def test_environment_file_is_private(host):
-    env = host.file("/srv/fastapi/current/app.env")
-    assert env.user == "root"
-    assert env.group == "fastapi"
-    assert env.mode == 0o640
+# The README's "Layout on a host" table: (path, owner, group, mode or None for links, type).
+LAYOUT = [
+    (ROOT, "root", "fastapi", 0o750, "directory"),
+    (f"{ROOT}/releases", "root", "fastapi", 0o750, "directory"),
+    (f"{ROOT}/venvs", "root", "fastapi", 0o750, "directory"),
+    (f"{ROOT}/current", "root", "fastapi", None, "symlink"),
+    ("{release}", "root", "fastapi", 0o750, "directory"),
+    ("{release}/app", "root", "fastapi", 0o755, "directory"),  # inside the 0750 release directory
+    ("{release}/app/main.py", "root", "fastapi", 0o644, "file"),
+    ("{release}/venv", "root", "root", None, "symlink"),
+    ("{release}/app.env", "root", "fastapi", 0o640, "file"),
+    ("{release}/release.json", "root", "fastapi", 0o640, "file"),
+    ("/var/lib/hello-api", "fastapi", "fastapi", 0o750, "directory"),
+    ("/var/cache/hello-api", "fastapi", "fastapi", 0o750, "directory"),
+    ("/etc/systemd/system/hello-api.socket", "root", "root", 0o644, "file"),
+    ("/etc/systemd/system/hello-api.service", "root", "root", 0o644, "file"),
+    ("/usr/local/lib/fastapi-deploy/uvicorn_graceful.py", "root", "root", 0o644, "file"),
+    ("/etc/nginx/conf.d/fastapi-hello-api.conf", "root", "root", 0o644, "file"),
+    ("/etc/nginx/fastapi-backends/hello-api/fastapi-molecule-default.conf", "root", "root", 0o644, "file"),
+    ("/etc/ssl/private/fastapi-hello-api-selfsigned.key", "root", "root", 0o600, "file"),
+]
 
 
-def test_app_serves_again_after_kill_9(host, svars):
-    name = svars["fastapi_service_name"]
-    old_pid = host.check_output(f"systemctl show -p MainPID --value {name}")
-    assert old_pid != "0"
+def test_layout_owners_and_modes(host):
+    release = host.check_output(f"readlink -f {ROOT}/current")
+    wrong = []
+    for path, user, group, mode, kind in LAYOUT:
+        f = host.file(path.format(release=release))
+        got = (f.exists, getattr(f, f"is_{kind}"), f.user, f.group, f.mode if mode is not None else None)
+        if got != (True, True, user, group, mode):
+            wrong.append((path, got))
+    assert not wrong, wrong
+    venv = host.check_output(f"readlink -f {release}/venv")
+    # nothing in the code or virtualenv belongs to, or is writable by, anyone but root
+    assert host.check_output(f"find {release}/app {venv} -not -user root -o -perm /022 -not -type l | head -5") == ""
+
+
+def test_app_is_restarted_by_systemd_after_kill_9(host, svars, name):
+    """Restart=on-failure: systemd starts the app again by itself. Nothing connects to the
+    socket meanwhile (a connection would start the app through socket activation, with or
+    without Restart=)."""
+    old_pid = main_pid(host, name)
+    restarts = int(host.check_output(f"systemctl show -p NRestarts --value {name}"))
     host.run(f"kill -9 {old_pid}")
-    # On cgroup v1 container hosts systemd waits TimeoutStopSec for the killed unit's
-    # processes before it restarts it (see shared/TEST-HOSTS.md); on real hosts it is about 2 s.
-    deadline = time.monotonic() + svars["fastapi_service_timeout_stop_sec"] + 10
-    new_pid = old_pid
+    # cgroup v1 container hosts wait TimeoutStopSec for the killed unit's processes first
+    deadline = time.monotonic() + svars["fastapi_service_timeout_stop_sec"] + 20
+    state = {}
     while time.monotonic() < deadline:
-        new_pid = host.check_output(f"systemctl show -p MainPID --value {name}")
-        if new_pid not in ("0", old_pid) and http_get(host, "/health", timeout=2)[0] == 200:
+        state = dict(line.split("=", 1) for line in host.check_output(
+            f"systemctl show -p MainPID,ActiveState,SubState,NRestarts {name}").splitlines())
+        if state["MainPID"] not in ("0", old_pid) and state["ActiveState"] == "active":
             break
         time.sleep(0.5)
-    assert new_pid not in ("0", old_pid), "systemd did not restart the app"
+    assert state["MainPID"] not in ("0", old_pid) and state["ActiveState"] == "active", state
+    assert int(state["NRestarts"]) == restarts + 1, state
     assert http_get(host, "/health")[0] == 200
-    assert host.service(name).is_running
 
 
-def test_unhealthy_app_fails_the_deploy_with_journal_lines(host, instance, svars):
+def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, svars, name, url):
+    """systemd holds the listening socket: while the app restarts, new connections wait in
+    its queue. Under load through nginx, a restart fails no request, a slow request already
+    in progress is finished by the old process (graceful shutdown), and no request waits
+    longer than the stop and start take."""
+    old_pid = main_pid(host, name)
+    slow = {}
+
+    def slow_request():
+        slow["result"] = https_get(url.split("/")[2], "/slow?seconds=2", timeout=60)
+    load = Load(url, span_field="pid")
+    thread = threading.Thread(target=slow_request)
+    thread.start()
+    time.sleep(0.5)  # the slow request is in progress when the restart begins
+    started = time.time()
+    restart = host.run(f"systemctl restart {name}.service")
+    ended = time.time()
+    thread.join(timeout=60)
+    stats = load.stop()
+    assert restart.rc == 0, restart.stderr
+    assert main_pid(host, name) != old_pid
+    status, _, body, _ = slow["result"]
+    assert status == 200 and json.loads(body)["slept"] == 2, body
+    assert stats["failed"] == 0, stats
+    assert stats["started_at"] < started and stats["ended_at"] > ended, "the load spanned the restart"
+    # the old workers answered before the restart, others after it
+    before = {pid for pid, (first, _) in stats["spans"].items() if first < started}
+    after = {pid for pid, (_, last) in stats["spans"].items() if last > ended}
+    assert before and after and not before & after, stats["spans"]
+    bound = svars["fastapi_service_timeout_stop_sec"] + 7
+    assert stats["max_latency_s"] <= bound, f"a request waited {stats['max_latency_s']} s (bound {bound} s)"
+
+
+def test_unhealthy_app_fails_the_deploy_with_journal_lines(host, instance, svars, name):
     """An app that passes the input checks but does not start: the deploy waits for its health
     path, then fails with the reason and the unit's last journal lines. A good deploy after it
     serves again."""
-    from conftest import run_playbook
-
-    broken = run_playbook(instance, "-e", "fastapi_service_app=main:no_such_app",
-                          "-e", "fastapi_service_health_timeout=8")
-    out = " ".join((broken.stdout + broken.stderr).split())
+    broken = run_playbook("-e", "fastapi_service_app=main:no_such_app", "-e", "fastapi_service_health_timeout=8")
     assert broken.returncode != 0
-    assert f"{svars['fastapi_service_name']}.service did not become healthy" in out
-    assert "http://127.0.0.1:8000/health did not answer 200 within 8s" in out
-    assert f"Last lines of 'journalctl -u {svars['fastapi_service_name']}.service'" in out
-    assert 'Attribute "no_such_app" not found in module "main"' in out, "uvicorn's own error"
+    assert f"{name}.service did not become healthy" in broken.flat
+    assert "http://127.0.0.1:8000/health did not answer 200 within 8s" in broken.flat
+    assert f"Last lines of 'journalctl -u {name}.service'" in broken.flat
+    assert 'Attribute "no_such_app" not found in module "main"' in broken.flat, "uvicorn's own error"
 
-    fixed = run_playbook(instance)
+    fixed = run_playbook()
     assert fixed.returncode == 0, fixed.stdout + fixed.stderr
     assert http_json(host, "/")["app"] == "hello_api"
 
 
-def test_restart_under_load_refuses_no_connection(host, instance, svars):
-    """systemd owns the listening socket (<name>.socket) and hands it to uvicorn (--fd 3):
-    while the service restarts, new connections wait in the backlog. A bounded load generator
-    running across a restart sees no failed request."""
-    import json
-    import subprocess
-
-    from conftest import REPO_ROOT
-
-    name = svars["fastapi_service_name"]
-    assert host.service(f"{name}.socket").is_running
-    assert host.service(f"{name}.socket").is_enabled
-    subprocess.run(["podman", "cp", str(REPO_ROOT / "bench/loadgen.py"), f"{instance}:/tmp/loadgen.py"],
-                   check=True)
-    old_pid = host.check_output(f"systemctl show -p MainPID --value {name}")
-    host.run("rm -f /tmp/load.json; nohup python3 /tmp/loadgen.py http://127.0.0.1:8000/"
-             " --requests 4000 --concurrency 8 --pause 0.01 --max-seconds 120 > /tmp/load.json 2>&1 &")
-    time.sleep(1)
-    assert host.run(f"systemctl restart {name}.service").rc == 0
-    assert host.file("/tmp/load.json").size == 0, "the load ran across the whole restart"
-    new_pid = host.check_output(f"systemctl show -p MainPID --value {name}")
-    assert new_pid != old_pid
-    for _ in range(240):
-        if host.file("/tmp/load.json").size > 0:
-            break
-        time.sleep(0.5)
-    result = json.loads(host.file("/tmp/load.json").content_string)
-    assert result["requests"] == 4000, result
-    assert result["failed"] == 0, result
-    assert host.service(f"{name}.socket").is_running, "the socket survived the restart"
+@pytest.mark.parametrize("path", ["/health", "/"])
+def test_answers_through_nginx(address, path):
+    status, _, body, _ = https_get(address, path)
+    assert status == 200, body

@@ -5,20 +5,15 @@ import re
 
 import pytest
 
-import conftest
-from conftest import http_get, sandbox_applied
+import deploytest
+from deploytest import http_get, sandbox_applied
 
 MAX_EXPOSURE = 1.5
 
 
 @pytest.fixture(scope="module")
-def name(svars):
-    return svars["fastapi_service_name"]
-
-
-@pytest.fixture(scope="module")
 def main_pid(host, name):
-    return conftest.main_pid(host, name)
+    return deploytest.main_pid(host, name)
 
 
 def test_systemd_analyze_security_exposure(host, name):

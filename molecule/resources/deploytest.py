@@ -1,0 +1,285 @@
+"""What the Molecule scenarios' testinfra tests share: the scenario's hosts and settings, the
+deploy run as users run it (ansible-playbook over SSH, with Molecule's inventory), HTTP(S)
+from the controller, a load generator that proves it spanned a deploy, and the checks of the
+SSH transport. Imported normally (`from deploytest import ...`): pytest.ini puts this folder
+on the path.
+
+Commands on the hosts go through podman (`podman://NAME`, testinfra's fast back end); the
+deploys under test go over SSH, like a user's.
+"""
+
+import configparser
+import http.client
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SANDBOX_VARS = yaml.safe_load((REPO_ROOT / "inventory/sandbox/group_vars/fastapi_servers.yml").read_text())
+PROXY_VARS = yaml.safe_load((REPO_ROOT / "inventory/sandbox/group_vars/fastapi_proxies.yml").read_text())
+ROOT = "/srv/fastapi"
+SCENARIO_DIR = EPHEMERAL = INVENTORY = None
+
+
+def use_scenario(scenario_dir):
+    """Called by each scenario's conftest. Molecule's verify says where the scenario's files
+    are (MOLECULE_*); a plain pytest run after `scripts/molecule.sh converge` finds them in
+    .cache/molecule/<scenario>, where scripts/molecule.sh keeps them."""
+    global SCENARIO_DIR, EPHEMERAL, INVENTORY
+    SCENARIO_DIR = Path(os.environ.get("MOLECULE_SCENARIO_DIRECTORY") or scenario_dir)
+    EPHEMERAL = Path(os.environ.get("MOLECULE_EPHEMERAL_DIRECTORY")
+                     or REPO_ROOT / ".cache/molecule" / SCENARIO_DIR.name)
+    INVENTORY = EPHEMERAL / "inventory"
+    assert (INVENTORY / "ansible_inventory.yml").exists(), \
+        f"no hosts for the {SCENARIO_DIR.name} scenario: run scripts/molecule.sh converge -s {SCENARIO_DIR.name} first"
+    return platforms()
+
+
+def platforms():
+    """The scenario's platforms (name, groups, ...), from its molecule.yml."""
+    return yaml.safe_load((SCENARIO_DIR / "molecule.yml").read_text())["platforms"]
+
+
+def inventory_host(name):
+    """The connection variables Molecule wrote for a host (address, user, key, SSH options)."""
+    data = yaml.safe_load((INVENTORY / "ansible_inventory.yml").read_text())
+    return data["all"]["hosts"][name]
+
+
+def ansible_env(**extra):
+    env = dict(os.environ, ANSIBLE_ROLES_PATH=str(REPO_ROOT / "roles"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0")
+    env.setdefault("ANSIBLE_CONFIG", str(EPHEMERAL / "ansible.cfg"))  # the settings Molecule used
+    env.update(extra)
+    return env
+
+
+def run_playbook(*extra_args, limit=None, check=False, playbook="deploy.yml", timeout=1200, env=None):
+    """Run playbooks/<playbook> as a user does, over SSH, with Molecule's inventory (all its
+    hosts unless `limit`). Returns the CompletedProcess, with `.started`, `.ended` (Unix time)."""
+    args = ["ansible-playbook", "-i", str(INVENTORY), str(REPO_ROOT / "playbooks" / playbook), *extra_args]
+    if limit:
+        args += ["--limit", limit]
+    if check:
+        args += ["--check", "--diff"]
+    started = time.time()
+    result = subprocess.run(args, capture_output=True, text=True, env=env or ansible_env(), cwd=REPO_ROOT,
+                            timeout=timeout)
+    result.started, result.ended = started, time.time()
+    result.flat = " ".join((result.stdout + result.stderr).split())  # the callback folds long lines
+    return result
+
+
+def run_playbooks(arg_lists, workers=3, **kwargs):
+    """run_playbook for each list of arguments, `workers` at a time; results in the same order.
+    For independent runs that change nothing (the bad-input table): they run side by side."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda a: run_playbook(*a, **kwargs), arg_lists))
+
+
+def container_ip(name):
+    """The address of a test container on its podman network, as the controller reaches it."""
+    out = subprocess.run(
+        ["podman", "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}", name],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()
+    assert out, f"{name} has no address"
+    return out[0]
+
+
+def http_get(host, path, port=8000, timeout=5):
+    """GET http://127.0.0.1:port/path on the host itself; returns (status, body)."""
+    cmd = host.run("curl -sS -m %s -w '\\n%%{http_code}' http://127.0.0.1:%s%s", str(timeout), str(port), path)
+    body, _, status = cmd.stdout.rpartition("\n")
+    return (int(status) if status.isdigit() else 0), body
+
+
+def http_json(host, path, port=8000):
+    status, body = http_get(host, path, port)
+    assert status == 200, f"GET {path}: {status} {body}"
+    return json.loads(body)
+
+
+def tls_context(cafile=None):
+    if cafile:
+        return ssl.create_default_context(cafile=str(cafile))
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def https_get(address, path="/", port=443, timeout=10, headers=None, cafile=None, server_hostname=None):
+    """GET https://address:port/path from the controller; the certificate is checked only
+    against `cafile` when given. Returns (status, headers, body, tls_version)."""
+    conn = http.client.HTTPSConnection(address, port, timeout=timeout, context=tls_context(cafile))
+    try:
+        conn.request("GET", path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, dict(resp.getheaders()), resp.read().decode(), conn.sock.version()
+    finally:
+        conn.close()
+
+
+def https_json(address, path="/"):
+    """GET https://address/path (certificate not verified); asserts 200 and returns (JSON, TLS version)."""
+    status, _, body, tls = https_get(address, path)
+    assert status == 200, body
+    return json.loads(body), tls
+
+
+def served(address, n=24):
+    """(hosts, versions) that answered n requests to https://address/."""
+    seen_hosts, versions = set(), set()
+    for _ in range(n):
+        data, _ = https_json(address)
+        seen_hosts.add(data["host"])
+        versions.add(data["version"])
+    return seen_hosts, versions
+
+
+def main_pid(host, name):
+    """The main process of the app's service (asserted running)."""
+    pid = host.check_output(f"systemctl show -p MainPID --value {name}")
+    assert pid != "0", f"{name} has no main process"
+    return pid
+
+
+def sandbox_applied(host, pid):
+    """Whether systemd gave the process its own mount namespace (ProtectSystem= and the rest)."""
+    return host.check_output(f"readlink /proc/{pid}/ns/mnt") != host.check_output("readlink /proc/1/ns/mnt")
+
+
+def current_release(host, root=ROOT):
+    """The id of the release <root>/current points at on the host."""
+    return host.check_output(f"readlink {root}/current").split("/")[-1]
+
+
+def releases(host, root=ROOT):
+    return sorted(host.check_output(f"ls -1 {root}/releases").split())
+
+
+def app_copy(tmp_path_factory, name, main_py_extra=""):
+    """A copy of the example app whose code differs (so that deploying it makes a new release)."""
+    src = tmp_path_factory.mktemp(name) / "app"
+    shutil.copytree(REPO_ROOT / "examples/hello_api", src)
+    (src / "RELEASE_NOTE").write_text(f"{name}\n")
+    if main_py_extra:
+        main = src / "main.py"
+        main.write_text(main.read_text() + main_py_extra)
+    return src
+
+
+def restore_converged_state(limit=None):
+    """Deploy the scenario's own settings again, as converge did: a test module that changed
+    what the hosts serve leaves them as it found them, so that every test file stands alone."""
+    result = run_playbook(limit=limit)
+    assert result.returncode == 0, "restoring the converged state failed:\n" + result.stdout[-4000:]
+    return result
+
+
+class Load:
+    """bench/loadgen.py on the controller against `url` until stop(): `concurrency` clients,
+    a new connection per request. stop() returns its figures (bench/loadgen.py's JSON)."""
+
+    def __init__(self, url, concurrency=8, pause=0.02, timeout=120, warmup=2.0, span_field="version"):
+        self._dir = tempfile.mkdtemp(prefix="load-")
+        self.stop_file = Path(self._dir) / "stop"
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO_ROOT / "bench/loadgen.py"), url, "--requests", "10000000",
+             "--concurrency", str(concurrency), "--pause", str(pause), "--max-seconds", "1500",
+             "--timeout", str(timeout), "--stop-file", str(self.stop_file), "--span-field", span_field],
+            stdout=subprocess.PIPE, text=True)
+        time.sleep(warmup)  # answered for a while before the change starts
+
+    def stop(self, settle=2.0):
+        time.sleep(settle)  # and after it ended
+        self.stop_file.touch()
+        out, _ = self.proc.communicate(timeout=300)
+        shutil.rmtree(self._dir, ignore_errors=True)
+        return json.loads(out)
+
+
+def assert_load_spanned(stats, run, before, after, max_latency, min_each=20):
+    """The load ran across the whole deploy `run` (started before, ended after), failed no
+    request, had answers from version `before` before the deploy ended and from `after` after
+    it started (min_each of each, when both are given), and no request waited longer than
+    max_latency seconds."""
+    assert stats["failed"] == 0, stats
+    assert stats["started_at"] < run.started and stats["ended_at"] > run.ended, \
+        f"the load did not span the deploy ({stats['started_at']}-{stats['ended_at']} vs {run.started}-{run.ended})"
+    spans = stats["spans"]
+    for version in {before, after}:
+        assert stats["versions"].get(version, 0) >= min_each, (version, stats)
+    assert spans[before][0] < run.started, f"{before} answered before the deploy: {spans}"
+    assert spans[after][1] > run.ended, f"{after} answered after the deploy: {spans}"
+    assert stats["max_latency_s"] <= max_latency, \
+        f"a request waited {stats['max_latency_s']} s (at most {max_latency} s allowed): {stats}"
+
+
+class BackendWatcher(threading.Thread):
+    """Polls a load balancer's upstream files while a deploy runs and records, for each app
+    host, whether it was ever marked down, and the most hosts down at once."""
+
+    def __init__(self, lb_host, name, interval=0.2):
+        super().__init__(daemon=True)
+        self.lb_host, self.directory, self.interval = lb_host, f"/etc/nginx/fastapi-backends/{name}", interval
+        self.seen_down, self.most_down_at_once, self._stop = set(), 0, threading.Event()
+
+    def run(self):
+        while not self._stop.is_set():
+            out = self.lb_host.run(f"grep -l ' down;' {self.directory}/*.conf 2>/dev/null || true").stdout.split()
+            down = {Path(p).stem for p in out}
+            self.seen_down |= down
+            self.most_down_at_once = max(self.most_down_at_once, len(down))
+            time.sleep(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self.join(timeout=30)
+        return self
+
+
+# --- the SSH transport, shared by the container and VM scenarios -----------------------------
+
+def ansible_as_user(name, module_args, become=False, known_hosts=None, tmp_path=None):
+    """Run one ad-hoc Ansible command on host `name` with the scenario's own inventory and
+    settings. With known_hosts, the scenario's known_hosts file holds that text meanwhile (the
+    settings are not touched), and a new SSH connection is made (none is reused)."""
+    args = ["ansible", "-i", str(INVENTORY), name, "-m", "ansible.builtin.command", "-a", module_args,
+            "-o", "-T", "15"]
+    if become:
+        args.append("-b")
+    env = ansible_env()
+    if known_hosts is None:
+        return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    original = EPHEMERAL / "known_hosts"
+    saved = original.read_text()
+    env["ANSIBLE_SSH_CONTROL_PATH_DIR"] = str(tmp_path)  # a new connection, checked again
+    try:
+        original.write_text(known_hosts)
+        return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    finally:
+        original.write_text(saved)
+
+
+def molecule_ssh_settings():
+    """The [ssh_connection] settings of the ansible.cfg Molecule wrote, and of the project's."""
+    def read(path):
+        cfg = configparser.ConfigParser(interpolation=None)
+        cfg.read(path)
+        return {"pipelining": cfg.getboolean("ssh_connection", "pipelining"),
+                "ssh_args": cfg.get("ssh_connection", "ssh_args").split()}, cfg
+    molecule, molecule_cfg = read(EPHEMERAL / "ansible.cfg")
+    project, _ = read(REPO_ROOT / "ansible.cfg")
+    return molecule, project, molecule_cfg
