@@ -31,12 +31,13 @@ syntax: setup ## ansible-playbook --syntax-check of every playbook
 	for p in playbooks/*.yml; do ansible-playbook -i inventory/production/hosts.yml --syntax-check "$$p" || exit 1; done
 
 molecule: setup ## Every Molecule scenario (SCENARIOS="default cluster vm"; vm runs beside the others)
-	scripts/molecule-all.sh $(SCENARIOS)
+	SKIP_LINT=1 scripts/test.sh $(SCENARIOS)
 
 molecule-debian13: setup ## The whole default scenario on Debian 13 (not in make test: CI time)
 	DEBIAN_RELEASE=trixie scripts/molecule.sh test -s default
 
-test: lint syntax molecule ## The whole test suite: lint, syntax, bad input and every Molecule scenario
+test: ## The whole test suite: lint, syntax and every Molecule scenario, each step timed (scripts/test.sh)
+	scripts/test.sh $(SCENARIOS)
 
 lock: setup ## Regenerate the example app's lock file (hashes) from requirements.in
 	scripts/lock.sh examples/hello_api

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Benchmark: a fresh deploy versus a code-only redeploy, timed in one run on a new local
-# container. The redeploy changes the app's code only (same lock file): it makes a new
-# release but reuses the virtualenv instead of installing from the package index.
+# container reached over SSH (scripts/test-host.sh), as a server is. The redeploy changes the
+# app's code only (same lock file): it makes a new release but reuses the virtualenv instead
+# of installing from the package index.
 #
 #   bench/redeploy_ratio.sh
 #
@@ -16,17 +17,20 @@ export PATH="${REPO_ROOT}/.venv/bin:${PATH}"
 cd "${REPO_ROOT}"
 
 work=$(mktemp -d)
-cleanup() { podman rm -f -t 0 "${NAME}" >/dev/null 2>&1 || true; rm -rf "${work}"; }
+cleanup() { "${REPO_ROOT}/scripts/test-host.sh" destroy "${work}/host" "${NAME}" >/dev/null 2>&1 || true; rm -rf "${work}"; }
 trap cleanup EXIT
-podman rm -f -t 0 "${NAME}" >/dev/null 2>&1 || true
-podman run -d --name "${NAME}" --hostname "${NAME}" --systemd=always "${image}" /sbin/init >/dev/null
-sleep 2
+"${REPO_ROOT}/scripts/test-host.sh" create "${work}/host" "${NAME}" "${image}" >/dev/null
+# An inventory of that host alone: its connection, its groups, and the sandbox's group_vars.
+mkdir -p "${work}/inventory"
+ln -s "${REPO_ROOT}/inventory/sandbox/group_vars" "${work}/inventory/group_vars"
+{ "${REPO_ROOT}/scripts/test-host.sh" inventory "${work}/host" "${NAME}"
+  printf '%s:\n  hosts:\n    %s:\n' fastapi_servers "${NAME}" fastapi_proxies "${NAME}"; } > "${work}/inventory/hosts.yml"
 
 deploy() {  # label, extra args...
   local label=$1; shift
   local start end
   start=$(date +%s.%N)
-  ansible-playbook -i inventory/sandbox/hosts.yml playbooks/deploy.yml -e "ansible_host=${NAME}" "$@" \
+  ansible-playbook -i "${work}/inventory/hosts.yml" playbooks/deploy.yml "$@" \
     > "${work}/${label}.log" 2>&1 || { tail -30 "${work}/${label}.log"; die "${label} deploy failed"; }
   end=$(date +%s.%N)
   python3 -c "print(round(${end} - ${start}, 1))"
@@ -36,8 +40,8 @@ fresh=$(deploy fresh)
 cp -r examples/hello_api "${work}/app"
 echo "# code change for the benchmark $(date +%s)" >> "${work}/app/main.py"
 redeploy=$(deploy code-only -e "fastapi_app_src=${work}/app")
-releases=$(podman exec "${NAME}" ls -1 /srv/fastapi/releases | wc -l)
-venvs=$(podman exec "${NAME}" ls -1 /srv/fastapi/venvs | wc -l)
+releases=$("${REPO_ROOT}/scripts/test-host.sh" ssh "${work}/host" "${NAME}" sudo ls -1 /srv/fastapi/releases | wc -l)
+venvs=$("${REPO_ROOT}/scripts/test-host.sh" ssh "${work}/host" "${NAME}" sudo ls -1 /srv/fastapi/venvs | wc -l)
 
 printf 'fresh deploy (new host, pip install from the index): %6.1f s\n' "${fresh}"
 printf 'code-only redeploy (new release, venv reused):        %6.1f s\n' "${redeploy}"

@@ -192,7 +192,7 @@ class Load:
     """bench/loadgen.py on the controller against `url` until stop(): `concurrency` clients,
     a new connection per request. stop() returns its figures (bench/loadgen.py's JSON)."""
 
-    def __init__(self, url, concurrency=8, pause=0.02, timeout=120, warmup=2.0, span_field="version"):
+    def __init__(self, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version"):
         self._dir = tempfile.mkdtemp(prefix="load-")
         self.stop_file = Path(self._dir) / "stop"
         self.proc = subprocess.Popen(
@@ -234,10 +234,10 @@ class BackendWatcher(threading.Thread):
     def __init__(self, lb_host, name, interval=0.2):
         super().__init__(daemon=True)
         self.lb_host, self.directory, self.interval = lb_host, f"/etc/nginx/fastapi-backends/{name}", interval
-        self.seen_down, self.most_down_at_once, self._stop = set(), 0, threading.Event()
+        self.seen_down, self.most_down_at_once, self._done = set(), 0, threading.Event()
 
     def run(self):
-        while not self._stop.is_set():
+        while not self._done.is_set():
             out = self.lb_host.run(f"grep -l ' down;' {self.directory}/*.conf 2>/dev/null || true").stdout.split()
             down = {Path(p).stem for p in out}
             self.seen_down |= down
@@ -245,7 +245,7 @@ class BackendWatcher(threading.Thread):
             time.sleep(self.interval)
 
     def stop(self):
-        self._stop.set()
+        self._done.set()
         self.join(timeout=30)
         return self
 

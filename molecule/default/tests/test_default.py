@@ -167,6 +167,7 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, svar
     in progress is finished by the old process (graceful shutdown), and no request waits
     longer than the stop and start take."""
     old_pid = main_pid(host, name)
+    old_workers = set(_worker_pids(host, name))
     slow = {}
 
     def slow_request():
@@ -184,6 +185,9 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, svar
     assert main_pid(host, name) != old_pid
     status, _, body, _ = slow["result"]
     assert status == 200 and json.loads(body)["slept"] == 2, body
+    # answered by an old worker: nginx retries a GET whose connection broke (on the new app),
+    # so a 200 alone would not show that the old app finished it
+    assert str(json.loads(body)["pid"]) in old_workers, (body, old_workers)
     assert stats["failed"] == 0, stats
     assert stats["started_at"] < started and stats["ended_at"] > ended, "the load spanned the restart"
     # the old workers answered before the restart, others after it
