@@ -210,6 +210,29 @@ class Load:
         return json.loads(out)
 
 
+class HostLoad:
+    """bench/loadgen.py on a test host itself, against `url` there (the app's own socket, with no
+    nginx between: nginx retries a GET whose upstream connection failed, which would hide it),
+    until stop(). Same arguments and figures as Load."""
+
+    def __init__(self, host, instance, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version"):
+        self.host = host
+        subprocess.run(["podman", "cp", str(REPO_ROOT / "bench/loadgen.py"), f"{instance}:/tmp/loadgen.py"], check=True)
+        host.run(f"rm -f /tmp/load.json /tmp/load.stop; nohup python3 /tmp/loadgen.py {url} --requests 10000000"
+                 f" --concurrency {concurrency} --pause {pause} --max-seconds 1500 --timeout {timeout}"
+                 f" --stop-file /tmp/load.stop --span-field {span_field} > /tmp/load.json 2>/tmp/load.err &")
+        time.sleep(warmup)
+
+    def stop(self, settle=2.0):
+        time.sleep(settle)
+        self.host.run("touch /tmp/load.stop")
+        for _ in range(600):
+            if self.host.file("/tmp/load.json").size > 0:
+                break
+            time.sleep(0.5)
+        return json.loads(self.host.file("/tmp/load.json").content_string)
+
+
 def assert_load_spanned(stats, run, before, after, max_latency, min_each=20):
     """The load ran across the whole deploy `run` (started before, ended after), failed no
     request, had answers from version `before` before the deploy ended and from `after` after
