@@ -22,6 +22,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -186,6 +187,14 @@ def restore_converged_state(limit=None):
     result = run_playbook(limit=limit)
     assert result.returncode == 0, "restoring the converged state failed:\n" + result.stdout[-4000:]
     return result
+
+
+@pytest.fixture(scope="module")
+def restore():
+    """Use in a test module that changes what the hosts serve (each scenario's conftest
+    imports it): the converged state comes back when the module ends, whatever happened."""
+    yield
+    restore_converged_state()
 
 
 class Load:

@@ -9,6 +9,14 @@ import subprocess
 
 import deploytest
 
+__all__ = [
+    "test_ansible_logs_in_as_an_unprivileged_user_and_becomes_root",
+    "test_molecule_uses_the_project_ssh_settings",
+    "test_root_cannot_log_in",
+    "test_a_host_with_another_key_is_refused",
+    "test_an_unknown_host_is_refused",
+]
+
 
 def _ssh_target(instance):
     hv = deploytest.inventory_host(instance)

@@ -8,6 +8,7 @@ import pytest
 import testinfra
 
 import deploytest
+from deploytest import restore  # noqa: F401  (a fixture: the converged state back after a module)
 
 PLATFORMS = deploytest.use_scenario(Path(__file__).resolve().parents[1])
 LB = next(p["name"] for p in PLATFORMS if "fastapi_proxies" in p["groups"])
@@ -27,11 +28,3 @@ def lb_ip():
 @pytest.fixture(scope="module")
 def url(lb_ip):
     return f"https://{lb_ip}/"
-
-
-@pytest.fixture(scope="module")
-def restore():
-    """Use in a module that changes what the hosts serve: the converged state comes back when
-    the module ends, whatever happened."""
-    yield
-    deploytest.restore_converged_state()

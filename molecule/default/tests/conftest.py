@@ -10,6 +10,7 @@ import pytest
 import testinfra
 
 import deploytest
+from deploytest import restore  # noqa: F401  (a fixture: the converged state back after a module)
 
 PLATFORMS = deploytest.use_scenario(Path(__file__).resolve().parents[1])
 INSTANCE = PLATFORMS[0]["name"]
@@ -50,11 +51,3 @@ def address():
 def url(address):
     """The app as clients reach it: through nginx, over HTTPS."""
     return f"https://{address}/"
-
-
-@pytest.fixture(scope="module")
-def restore():
-    """Use in a module that changes what the host serves: it gets the converged state back
-    when the module ends, whatever happened."""
-    yield
-    deploytest.restore_converged_state()
