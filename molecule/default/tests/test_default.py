@@ -183,6 +183,7 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     stats = load.stop()
     assert restart.rc == 0, restart.stderr
     assert main_pid(host, name) != old_pid
+    assert host.service(f"{name}.socket").is_running, "the socket stayed open across the restart"
     status, body = slow["result"]
     assert status == 200 and json.loads(body)["slept"] == 2, body
     assert str(json.loads(body)["pid"]) in old_workers, (body, old_workers)
