@@ -65,6 +65,15 @@ BAD_INPUTS = [
      ["fastapi_proxy_tls_protocols is", "use TLSv1.2 and/or TLSv1.3"]),
     ("unknown-proxy-variable", {"fastapi_proxy_hsts_maxage": 5},
      ["Unknown variable(s) fastapi_proxy_hsts_maxage", "fastapi_proxy_hsts_max_age"]),
+    # wrong types: each role's whole argument spec applies in the check play
+    ("limit-nofile-not-a-number", {"fastapi_service_limit_nofile": "lots"},
+     ["fastapi_service_limit_nofile is 'lots'", "such as 65536, or 'infinity'"]),
+    ("keep-releases-not-a-number", {"fastapi_app_keep_releases": "all"},
+     ["argument 'fastapi_app_keep_releases' is of type str", "cannot be converted to an int"]),
+    ("hsts-not-a-boolean", {"fastapi_proxy_hsts": "maybe"},
+     ["argument 'fastapi_proxy_hsts' is of type str", "not a valid boolean"]),
+    ("extra-args-not-a-list", {"fastapi_service_extra_args": {"--log-level": "info"}},
+     ["argument 'fastapi_service_extra_args' is of type dict"]),
     ("firewall-source-not-an-address", {"fastapi_firewall_allowed_sources": ["monitoring.example.com"]},
      ["fastapi_firewall_allowed_sources has entries that are not IP addresses", "monitoring.example.com"]),
 ]
