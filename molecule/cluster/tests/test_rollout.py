@@ -10,7 +10,7 @@ import pytest
 
 from conftest import APPS, LB
 from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, app_copy, assert_load_spanned,
-                        current_release, run_playbook, served)
+                        current_release, releases, run_playbook, served)
 
 pytestmark = pytest.mark.usefixtures("restore")
 STATE = {}
@@ -64,6 +64,7 @@ def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory
 
 def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, tmp_path_factory):
     broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
+    before = set(releases(hosts[APPS[0]]))
     result, stats, watcher = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0",
         "-e", "fastapi_deploy_serial=1", "-e", "fastapi_service_health_timeout=10")
@@ -78,8 +79,8 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     assert " down;" not in hosts[LB].file(f"/etc/nginx/fastapi-backends/hello-api/{first}.conf").content_string
     assert _releases_now(hosts) == {name: STATE["v2"] for name in APPS}
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
-    failed = hosts[first].run(f"ls {ROOT}/releases/*/FAILED")
-    assert failed.rc == 0 and len(failed.stdout.split()) == 1
+    made = sorted(set(releases(hosts[first])) - before)
+    assert len(made) == 1 and hosts[first].file(f"{ROOT}/releases/{made[0]}/FAILED").exists, made
     assert "3.0.0" not in stats["versions"], stats
     assert_load_spanned(stats, result, "2.0.0", "2.0.0", DRAINED_BOUND)
 

@@ -68,15 +68,21 @@ def test_code_only_redeploy_under_load(host, svars, name, url, tmp_path_factory)
         result.flat
 
 
+def _new_release(host, before):
+    """The one release made since `before` (the releases then)."""
+    made = sorted(set(releases(host)) - before)
+    assert len(made) == 1, made
+    return made[0]
+
+
 def test_broken_release_is_rolled_back_under_load(host, instance, svars, url, tmp_path_factory):
     broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
+    before = set(releases(host))
     load = Load(url)
     result = run_playbook("-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0",
                           "-e", "fastapi_service_health_timeout=10")
     stats = load.stop()
-    v3 = [r for r in releases(host) if r not in (STATE["v1"], STATE["v2"])]
-    assert len(v3) == 1
-    STATE["v3"] = v3[0]
+    STATE["v3"] = _new_release(host, before)
     assert result.returncode != 0
     assert f"Release {STATE['v3']} failed its health check on {instance}" in result.flat
     assert "did not answer 200 within 10s (last answer:" in result.flat
@@ -93,6 +99,7 @@ def test_broken_release_is_rolled_back_under_load(host, instance, svars, url, tm
 
 def test_failing_pre_start_step_switches_nothing(host, tmp_path_factory):
     pid = main_pid(host, "hello-api")
+    before = set(releases(host))
     result = run_playbook(
         "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v4')}", "-e", "fastapi_app_version=4.0.0",
         "-e", json.dumps({"fastapi_app_pre_start_commands": ["echo migrating", "echo boom >&2; exit 3"]}))
@@ -102,9 +109,8 @@ def test_failing_pre_start_step_switches_nothing(host, tmp_path_factory):
     assert current_release(host) == STATE["v2"]
     assert main_pid(host, "hello-api") == pid, "the app was not restarted"
     assert http_json(host, "/")["version"] == "2.0.0"
-    v4 = [r for r in releases(host) if r not in (STATE["v1"], STATE["v2"], STATE["v3"])]
-    assert len(v4) == 1 and host.file(f"{ROOT}/releases/{v4[0]}/FAILED").exists
-    STATE["v4"] = v4[0]
+    STATE["v4"] = _new_release(host, before)
+    assert host.file(f"{ROOT}/releases/{STATE['v4']}/FAILED").exists
 
 
 def test_rollback_to_previous_release_under_load(host, svars, url):
