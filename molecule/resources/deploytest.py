@@ -12,6 +12,7 @@ import configparser
 import http.client
 import json
 import os
+import re
 import shutil
 import ssl
 import subprocess
@@ -98,14 +99,27 @@ def container_ip(name):
     return out[0]
 
 
-def http_get(host, path, port=8000, timeout=5):
-    """GET http://127.0.0.1:port/path on the host itself; returns (status, body)."""
+def serving(host, name=None):
+    """(unit, port) of the app's instance that serves on the host (hello-api-a on 8000, say):
+    the unit the deploy recorded, and the port its socket listens on."""
+    name = name or SANDBOX_VARS["fastapi_service_name"]
+    unit = host.check_output(f"cat /var/lib/fastapi-deploy/{name}.serving")
+    socket_unit = host.file(f"/etc/systemd/system/{unit}.socket").content_string
+    port = re.search(r"^ListenStream=.*:([0-9]+)$", socket_unit, re.M)
+    assert port, socket_unit
+    return unit, int(port.group(1))
+
+
+def http_get(host, path, port=None, timeout=5):
+    """GET http://127.0.0.1:port/path on the host itself (port: the serving instance's);
+    returns (status, body)."""
+    port = port or serving(host)[1]
     cmd = host.run("curl -sS -m %s -w '\\n%%{http_code}' http://127.0.0.1:%s%s", str(timeout), str(port), path)
     body, _, status = cmd.stdout.rpartition("\n")
     return (int(status) if status.isdigit() else 0), body
 
 
-def http_json(host, path, port=8000):
+def http_json(host, path, port=None):
     status, body = http_get(host, path, port)
     assert status == 200, f"GET {path}: {status} {body}"
     return json.loads(body)
@@ -150,7 +164,9 @@ def served(address, n=24):
 
 
 def main_pid(host, name):
-    """The main process of the app's service (asserted running)."""
+    """The main process of a unit, or of the app `name`'s serving instance (asserted running)."""
+    if host.file(f"/var/lib/fastapi-deploy/{name}.serving").exists:
+        name = serving(host, name)[0]
     pid = host.check_output(f"systemctl show -p MainPID --value {name}")
     assert pid != "0", f"{name} has no main process"
     return pid

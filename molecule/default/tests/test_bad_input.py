@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from deploytest import ROOT, http_get, run_playbook, run_playbooks
+from deploytest import ROOT, http_get, main_pid, run_playbook, run_playbooks
 
 BAD_INPUTS = [
     # (id, extra vars, words the error must contain)
@@ -96,14 +96,14 @@ BAD_INPUTS = [
 
 def _state(host, name):
     return {
-        "unit": host.file(f"/etc/systemd/system/{name}.service").sha256sum,
-        "socket": host.file(f"/etc/systemd/system/{name}.socket").sha256sum,
+        "units": host.check_output(f"ls -l /etc/systemd/system/{name}* && cat /etc/systemd/system/{name}* | sha256sum"),
+        "serving": host.check_output(f"cat /var/lib/fastapi-deploy/{name}.serving"),
         "current": host.check_output(f"readlink {ROOT}/current"),
         "releases": host.check_output(f"ls -1 {ROOT}/releases"),
         "env": host.file(f"{ROOT}/current/app.env").sha256sum,
         "code": host.check_output(f"find {ROOT}/current/app/ -type f | sort | xargs sha256sum"),
         "nginx": host.check_output("cat /etc/nginx/conf.d/*.conf /etc/nginx/fastapi-backends/*/*.conf | sha256sum"),
-        "main_pid": host.check_output(f"systemctl show -p MainPID --value {name}"),
+        "main_pid": main_pid(host, name),
     }
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from deploytest import ROOT, HostLoad, http_get, http_json, https_get, main_pid, run_playbook
+from deploytest import ROOT, HostLoad, current_release, http_get, http_json, https_get, main_pid, run_playbook, serving
 
 
 def test_app_user_is_a_system_user_without_login_shell(host):
@@ -40,14 +40,18 @@ def test_lock_file_pins_are_what_the_venv_has(host):
     assert not missing, f"pinned by the lock file but not in the venv at that version: {missing}"
 
 
-def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars, name):
-    text = host.file(unit_path).content_string
+def test_unit_never_reloads_and_has_the_settings(host, svars, name):
+    unit, port = serving(host)
+    release = current_release(host)
+    text = host.file(f"/etc/systemd/system/{unit}.service").content_string
     assert "--reload" not in text
     assert text.startswith("#"), "templates start with ansible_managed"
     for expected in (
-        f"{ROOT}/current/venv/bin/python /usr/local/lib/fastapi-deploy/uvicorn_graceful.py main:app",
+        f"{ROOT}/releases/{release}/venv/bin/python /usr/local/lib/fastapi-deploy/uvicorn_graceful.py main:app",
+        f"--app-dir {ROOT}/releases/{release}/app",
+        f"EnvironmentFile={ROOT}/releases/{release}/app.env",
         "--fd 3",
-        f"Requires={name}.socket",
+        f"Requires={unit}.socket",
         f"--workers {svars['fastapi_service_workers']}",
         "--proxy-headers",
         "--forwarded-allow-ips 127.0.0.1",
@@ -55,26 +59,37 @@ def test_unit_never_reloads_and_has_the_settings(host, unit_path, svars, name):
         f"TimeoutStopSec={svars['fastapi_service_timeout_stop_sec']}",
         "Restart=on-failure",
         "User=fastapi",
+        f"StateDirectory={name}",
     ):
         assert expected in text, expected
-    socket = host.file(f"/etc/systemd/system/{name}.socket").content_string
-    assert f"ListenStream={svars['fastapi_service_host']}:{svars['fastapi_service_port']}" in socket
+    # behind the proxy (nginx on this host), instances take turns on the app's port and the next
+    assert unit in (f"{name}-a", f"{name}-b") and port in (8000, 8001), (unit, port)
+    socket = host.file(f"/etc/systemd/system/{unit}.socket").content_string
+    assert f"ListenStream={svars['fastapi_service_host']}:{port}" in socket
     # what systemd itself runs
-    execstart = host.check_output(f"systemctl show -p ExecStart {name}")
+    execstart = host.check_output(f"systemctl show -p ExecStart {unit}")
     assert "--reload" not in execstart and "uvicorn_graceful.py" in execstart
-    assert host.check_output(f"systemctl show -p Restart --value {name}") == "on-failure"
+    assert host.check_output(f"systemctl show -p Restart --value {unit}") == "on-failure"
 
 
-def test_service_and_socket_are_active_and_enabled(host, name):
-    for unit in (f"{name}.service", f"{name}.socket"):
-        assert host.service(unit).is_running, unit
-        assert host.service(unit).is_enabled, unit
+def test_one_instance_serves_and_starts_at_boot(host, name):
+    unit, port = serving(host)
+    for u in (f"{unit}.service", f"{unit}.socket"):
+        assert host.service(u).is_running, u
+        assert host.service(u).is_enabled, u
+    # the other instance exists only during a switch
+    other = f"{name}-b" if unit.endswith("-a") else f"{name}-a"
+    assert not host.file(f"/etc/systemd/system/{other}.service").exists
+    assert not host.file(f"/etc/systemd/system/{name}.service").exists, "no unit from before instances"
+    # nginx sends the requests to it
+    upstream = host.file(f"/etc/nginx/fastapi-backends/{name}/fastapi-molecule-default.conf").content_string
+    assert f"server 127.0.0.1:{port} " in upstream and " down;" not in upstream, upstream
 
 
 def _worker_pids(host, name):
     """uvicorn's worker processes: the main process's children started by multiprocessing's
     spawn (not its resource tracker)."""
-    pid = main_pid(host, name)
+    pid = main_pid(host, name)  # of the serving instance
     children = host.check_output(f"cat /proc/{pid}/task/*/children").split()
     return [c for c in children if "spawn_main" in host.run(f"tr '\\0' ' ' < /proc/{c}/cmdline").stdout]
 
@@ -82,7 +97,7 @@ def _worker_pids(host, name):
 def test_exactly_n_workers_run_as_the_app_user(host, svars, name):
     workers = _worker_pids(host, name)
     assert len(workers) == svars["fastapi_service_workers"], workers
-    cgroup = host.check_output(f"systemctl show -p ControlGroup --value {name}")
+    cgroup = host.check_output(f"systemctl show -p ControlGroup --value {serving(host)[0]}")
     procs = host.check_output(
         f"cat /sys/fs/cgroup/systemd{cgroup}/cgroup.procs 2>/dev/null || cat /sys/fs/cgroup{cgroup}/cgroup.procs").split()
     assert set(workers) <= set(procs), "the workers are in the unit's control group"
@@ -90,7 +105,7 @@ def test_exactly_n_workers_run_as_the_app_user(host, svars, name):
 
 
 def test_port_listens_on_loopback(host, svars):
-    assert host.socket(f"tcp://{svars['fastapi_service_host']}:{svars['fastapi_service_port']}").is_listening
+    assert host.socket(f"tcp://{svars['fastapi_service_host']}:{serving(host)[1]}").is_listening
 
 
 def test_health_route_and_app_json(host, svars):
@@ -117,8 +132,9 @@ LAYOUT = [
     ("{release}/release.json", "root", "fastapi", 0o640, "file"),
     ("/var/lib/hello-api", "fastapi", "fastapi", 0o750, "directory"),
     ("/var/cache/hello-api", "fastapi", "fastapi", 0o750, "directory"),
-    ("/etc/systemd/system/hello-api.socket", "root", "root", 0o644, "file"),
-    ("/etc/systemd/system/hello-api.service", "root", "root", 0o644, "file"),
+    ("/etc/systemd/system/{unit}.socket", "root", "root", 0o644, "file"),
+    ("/etc/systemd/system/{unit}.service", "root", "root", 0o644, "file"),
+    ("/var/lib/fastapi-deploy/hello-api.serving", "root", "root", 0o644, "file"),
     ("/usr/local/lib/fastapi-deploy/uvicorn_graceful.py", "root", "root", 0o644, "file"),
     ("/etc/nginx/conf.d/fastapi-hello-api.conf", "root", "root", 0o644, "file"),
     ("/etc/nginx/fastapi-backends/hello-api/fastapi-molecule-default.conf", "root", "root", 0o644, "file"),
@@ -128,9 +144,10 @@ LAYOUT = [
 
 def test_layout_owners_and_modes(host):
     release = host.check_output(f"readlink -f {ROOT}/current")
+    unit = serving(host)[0]
     wrong = []
     for path, user, group, mode, kind in LAYOUT:
-        f = host.file(path.format(release=release))
+        f = host.file(path.format(release=release, unit=unit))
         got = (f.exists, getattr(f, f"is_{kind}"), f.user, f.group, f.mode if mode is not None else None)
         if got != (True, True, user, group, mode):
             wrong.append((path, got))
@@ -144,15 +161,16 @@ def test_app_is_restarted_by_systemd_after_kill_9(host, svars, name):
     """Restart=on-failure: systemd starts the app again by itself. Nothing connects to the
     socket meanwhile (a connection would start the app through socket activation, with or
     without Restart=)."""
-    old_pid = main_pid(host, name)
-    restarts = int(host.check_output(f"systemctl show -p NRestarts --value {name}"))
+    unit = serving(host)[0]
+    old_pid = main_pid(host, unit)
+    restarts = int(host.check_output(f"systemctl show -p NRestarts --value {unit}"))
     host.run(f"kill -9 {old_pid}")
     # cgroup v1 container hosts wait TimeoutStopSec for the killed unit's processes first
     deadline = time.monotonic() + svars["fastapi_service_timeout_stop_sec"] + 20
     state = {}
     while time.monotonic() < deadline:
         state = dict(line.split("=", 1) for line in host.check_output(
-            f"systemctl show -p MainPID,ActiveState,SubState,NRestarts {name}").splitlines())
+            f"systemctl show -p MainPID,ActiveState,SubState,NRestarts {unit}").splitlines())
         if state["MainPID"] not in ("0", old_pid) and state["ActiveState"] == "active":
             break
         time.sleep(0.5)
@@ -166,24 +184,25 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     its queue. Under load on the app's own socket (no nginx between, which would retry a
     failed request), a restart fails no request, a slow request in progress is finished by
     an old worker (graceful shutdown), and no request waits longer than a stop and a start."""
-    old_pid = main_pid(host, name)
+    unit, port = serving(host)
+    old_pid = main_pid(host, unit)
     old_workers = set(_worker_pids(host, name))
     slow = {}
 
     def slow_request():
         slow["result"] = http_get(host, "/slow?seconds=2", timeout=60)
-    load = HostLoad(host, instance, "http://127.0.0.1:8000/", span_field="pid")
+    load = HostLoad(host, instance, f"http://127.0.0.1:{port}/", span_field="pid")
     thread = threading.Thread(target=slow_request)
     thread.start()
     time.sleep(0.5)  # the slow request is in progress when the restart begins
     started = time.time()
-    restart = host.run(f"systemctl restart {name}.service")
+    restart = host.run(f"systemctl restart {unit}.service")
     ended = time.time()
     thread.join(timeout=60)
     stats = load.stop()
     assert restart.rc == 0, restart.stderr
-    assert main_pid(host, name) != old_pid
-    assert host.service(f"{name}.socket").is_running, "the socket stayed open across the restart"
+    assert main_pid(host, unit) != old_pid
+    assert host.service(f"{unit}.socket").is_running, "the socket stayed open across the restart"
     status, body = slow["result"]
     assert status == 200 and json.loads(body)["slept"] == 2, body
     assert str(json.loads(body)["pid"]) in old_workers, (body, old_workers)
@@ -197,19 +216,28 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     assert stats["max_latency_s"] <= bound, f"a request waited {stats['max_latency_s']} s (bound {bound} s)"
 
 
-def test_unhealthy_app_fails_the_deploy_with_journal_lines(host, instance, svars, name):
-    """An app that passes the input checks but does not start: the deploy waits for its health
-    path, then fails with the reason and the unit's last journal lines. A good deploy after it
-    serves again."""
+def test_unhealthy_app_fails_the_deploy_and_leaves_the_serving_instance_alone(host, name):
+    """An app that passes the input checks but does not start (a wrong import string): its new
+    instance starts beside the serving one, fails its health check, and is removed; the serving
+    instance, its unit files and nginx's view of the host are exactly as before. The deploy
+    fails with the reason and the new instance's journal lines."""
+    unit, port = serving(host)
+    pid = main_pid(host, unit)
+    files = host.check_output(f"cat /etc/systemd/system/{unit}.* /etc/nginx/fastapi-backends/{name}/*.conf | sha256sum")
     broken = run_playbook("-e", "fastapi_service_app=main:no_such_app", "-e", "fastapi_service_health_timeout=8")
+    other = f"{name}-b" if unit.endswith("-a") else f"{name}-a"
     assert broken.returncode != 0
-    assert f"{name}.service did not become healthy" in broken.flat
-    assert "http://127.0.0.1:8000/health did not answer 200 within 8s" in broken.flat
-    assert f"Last lines of 'journalctl -u {name}.service'" in broken.flat
+    assert f"{other}.service (release {current_release(host)}) did not become healthy" in broken.flat, broken.flat[-3000:]
+    assert f"http://127.0.0.1:{8001 if port == 8000 else 8000}/health did not answer 200 within 8s" in broken.flat
+    assert f"Last lines of 'journalctl -u {other}.service'" in broken.flat
     assert 'Attribute "no_such_app" not found in module "main"' in broken.flat, "uvicorn's own error"
-
-    fixed = run_playbook()
-    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert f"The serving instance ({unit}" in broken.flat and "was not touched and serves on" in broken.flat
+    # nothing that serves was touched
+    assert serving(host) == (unit, port)
+    assert main_pid(host, unit) == pid
+    assert host.check_output(
+        f"cat /etc/systemd/system/{unit}.* /etc/nginx/fastapi-backends/{name}/*.conf | sha256sum") == files
+    assert not host.file(f"/etc/systemd/system/{other}.service").exists, "the new instance was removed"
     assert http_json(host, "/")["app"] == "hello_api"
 
 

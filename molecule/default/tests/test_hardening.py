@@ -6,7 +6,7 @@ import re
 import pytest
 
 import deploytest
-from deploytest import http_get, sandbox_applied
+from deploytest import http_get, sandbox_applied, serving
 
 MAX_EXPOSURE = 1.5
 
@@ -16,17 +16,22 @@ def main_pid(host, name):
     return deploytest.main_pid(host, name)
 
 
-def test_systemd_analyze_security_exposure(host, name):
-    out = host.check_output(f"systemd-analyze security {name}.service")
-    exposure = float(re.search(rf"Overall exposure level for {re.escape(name)}\.service: ([0-9.]+)", out).group(1))
+@pytest.fixture(scope="module")
+def unit(host):
+    return serving(host)[0]
+
+
+def test_systemd_analyze_security_exposure(host, unit):
+    out = host.check_output(f"systemd-analyze security {unit}.service")
+    exposure = float(re.search(rf"Overall exposure level for {re.escape(unit)}\.service: ([0-9.]+)", out).group(1))
     assert exposure <= MAX_EXPOSURE, out
     assert http_get(host, "/health")[0] == 200, "the sandboxed app still serves"
 
 
-def test_sandbox_directives_are_in_effect(host, name):
+def test_sandbox_directives_are_in_effect(host, unit):
     props = dict(line.split("=", 1) for line in host.check_output(
         f"systemctl show -p NoNewPrivileges,ProtectSystem,ProtectHome,PrivateTmp,PrivateDevices,PrivateUsers,"
-        f"CapabilityBoundingSet,RestrictNamespaces,MemoryDenyWriteExecute,SystemCallFilter,User {name}").splitlines())
+        f"CapabilityBoundingSet,RestrictNamespaces,MemoryDenyWriteExecute,SystemCallFilter,User {unit}").splitlines())
     assert props["NoNewPrivileges"] == "yes"
     assert props["ProtectSystem"] == "strict"
     assert props["ProtectHome"] == "yes"
@@ -72,9 +77,9 @@ def test_the_app_can_write_its_state_and_cache(host, name, main_pid):
     assert f"CACHE_DIRECTORY=/var/cache/{name}" in env
 
 
-def test_resource_limits(host, name):
+def test_resource_limits(host, unit):
     props = dict(line.split("=", 1) for line in host.check_output(
-        f"systemctl show -p MemoryMax,MemoryHigh,TasksMax {name}").splitlines())
+        f"systemctl show -p MemoryMax,MemoryHigh,TasksMax {unit}").splitlines())
     assert props["MemoryMax"] != "infinity" and props["MemoryHigh"] != "infinity"
     assert int(props["MemoryHigh"]) < int(props["MemoryMax"])
     assert props["TasksMax"] == "512"

@@ -10,7 +10,7 @@ import ssl
 
 import pytest
 
-from deploytest import PROXY_VARS, https_get, https_json
+from deploytest import PROXY_VARS, https_get, https_json, serving
 
 NAME = PROXY_VARS["fastapi_proxy_name"]
 
@@ -91,7 +91,7 @@ def test_websocket_upgrade_passes_through(address):
 
 
 def test_app_listens_on_loopback_only(host, address):
-    port = 8000
+    port = serving(host)[1]
     assert host.socket(f"tcp://127.0.0.1:{port}").is_listening
     with pytest.raises(OSError):
         socket.create_connection((address, port), timeout=3).close()
@@ -107,7 +107,7 @@ def test_self_signed_key_is_root_only_and_never_printed(host):
 
 
 def test_uvicorn_trusts_only_the_proxy(host, svars):
-    execstart = host.check_output(f"systemctl show -p ExecStart {svars['fastapi_service_name']}")
+    execstart = host.check_output(f"systemctl show -p ExecStart {serving(host)[0]}")
     trusted = execstart.split("--forwarded-allow-ips ", 1)[1].split()[0].split(",")
     # loopback and the proxy's own addresses (here the proxy is this host), never "*"
     own = set(host.check_output("hostname -I").split()) | {"127.0.0.1"}

@@ -9,14 +9,14 @@ import uuid
 
 import pytest
 
-from deploytest import ROOT, Load, run_playbook
+from deploytest import ROOT, Load, main_pid, run_playbook, serving
 
 pytestmark = pytest.mark.usefixtures("restore")
 SECRETS = [f"s3cr3t-{uuid.uuid4().hex}", f"s3cr3t-{uuid.uuid4().hex}"]
 
 
 def _worker_environ(host, name):
-    pid = host.check_output(f"systemctl show -p MainPID --value {name}")
+    pid = main_pid(host, name)
     return pid, host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
 
 
@@ -42,7 +42,7 @@ def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index):
     # nobody else: not the deploy's output, the unit, the journal; no private key printed
     assert secret not in out
     assert "PRIVATE KEY" not in out
-    assert secret not in host.file(f"/etc/systemd/system/{name}.service").content_string
+    assert secret not in host.check_output(f"cat /etc/systemd/system/{serving(host)[0]}.*")
     journal = host.run(f"journalctl --since '{since}' --no-pager -o cat")
     assert journal.rc == 0 and journal.stdout.strip(), "the journal has the deploy"
     assert secret not in journal.stdout
