@@ -2,7 +2,10 @@
 """A bounded HTTP load generator (standard library only), used by the tests and benchmarks.
 
 It sends --requests GET requests over --concurrency parallel clients, one new TCP (or TLS)
-connection per request (Connection: close), and stops by itself: after the last request,
+connection per request (Connection: close), except for the first --keep-alive clients, which
+keep their connection open from one request to the next (and, as HTTP clients do for an
+idempotent request, send it again once on a new connection when the server closed the idle
+connection before answering: counted in "keepalive_retries"). It stops by itself: after the last request,
 after --max-seconds, or as soon as --stop-file exists. It prints one JSON object: how many
 requests answered 200, how many failed and why, and which app versions and hosts answered
 (from the JSON fields "version" and "host"), when the load started and ended and when each
@@ -36,6 +39,8 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=600.0, help="stop after this long")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds between a client's requests")
     parser.add_argument("--stop-file", help="stop as soon as this file exists")
+    parser.add_argument("--keep-alive", type=int, default=0, metavar="N",
+                        help="the first N clients keep their connection open between requests")
     parser.add_argument("--span-field", default="version",
                         help="JSON field whose values' first and last answers are reported (spans)")
     args = parser.parse_args()
@@ -69,19 +74,38 @@ def main() -> int:
             next_index[0] += 1
             return True
 
-    def client() -> None:
+    def connect():
+        if url.scheme == "https":
+            return http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=args.timeout, context=tls)
+        return http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
+
+    def send(conn, keep_alive):
+        conn.request("GET", path, headers={} if keep_alive else {"Connection": "close"})
+        resp = conn.getresponse()
+        return resp, resp.read()
+
+    def client(keep_alive: bool) -> None:
+        conn = None
         while take():
             start = time.monotonic()
             start_at = time.time()
             try:
-                if url.scheme == "https":
-                    conn = http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=args.timeout, context=tls)
-                else:
-                    conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
-                conn.request("GET", path, headers={"Connection": "close"})
-                resp = conn.getresponse()
-                body = resp.read()
-                conn.close()
+                reused = conn is not None
+                conn = conn or connect()
+                try:
+                    resp, body = send(conn, keep_alive)
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    if not reused:
+                        raise
+                    # the server closed the idle connection as the request went out: once more, new
+                    conn.close()
+                    conn = connect()
+                    with lock:
+                        counts["keepalive_retries"] += 1
+                    resp, body = send(conn, keep_alive)
+                if not keep_alive or resp.will_close:
+                    conn.close()
+                    conn = None
                 if resp.status == 200:
                     try:
                         data = json.loads(body)
@@ -102,6 +126,9 @@ def main() -> int:
                         errors[f"HTTP {resp.status}"] += 1
                         failure_times.append((round(start - started, 3), round(time.monotonic() - started, 3)))
             except Exception as exc:  # every failure counts, whatever its kind
+                if conn is not None:
+                    conn.close()
+                    conn = None
                 with lock:
                     counts["failed"] += 1
                     failure_times.append((round(start - started, 3), round(time.monotonic() - started, 3)))
@@ -113,8 +140,10 @@ def main() -> int:
                     slowest[:] = [latency, start_at]
             if args.pause:
                 time.sleep(args.pause)
+        if conn is not None:
+            conn.close()
 
-    threads = [threading.Thread(target=client) for _ in range(args.concurrency)]
+    threads = [threading.Thread(target=client, args=(i < args.keep_alive,)) for i in range(args.concurrency)]
     for t in threads:
         t.start()
     for t in threads:
@@ -125,6 +154,7 @@ def main() -> int:
         "requests": counts["ok"] + counts["failed"],
         "ok": counts["ok"],
         "failed": counts["failed"],
+        "keepalive_retries": counts["keepalive_retries"],
         "errors": dict(errors),
         "failures_at_s": failure_times[:20],
         "versions": dict(versions),

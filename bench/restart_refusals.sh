@@ -28,8 +28,9 @@ podman cp "${REPO_ROOT}/roles/fastapi_service/files/uvicorn_graceful.py" "${NAME
 podman exec -i -e UVICORN_ARGS="${UVICORN_ARGS:-}" -e VARIANTS="${VARIANTS:-}" "${NAME}" bash -s "${REQUESTS}" "${CONCURRENCY}" "${ROUNDS}" <<'HOST'
 set -euo pipefail
 requests=$1 concurrency=$2 rounds=$3
-app_dir=$(systemctl show -p WorkingDirectory --value hello-api.service)
-venv_bin=$(dirname "$(systemctl show -p ExecStart --value hello-api.service | grep -oE 'path=[^ ;]+' | cut -d= -f2)")
+unit=$(cat /var/lib/fastapi-deploy/hello-api.serving)  # the instance that serves (hello-api-a or -b)
+app_dir=$(systemctl show -p WorkingDirectory --value "${unit}.service")
+venv_bin=$(dirname "$(systemctl show -p ExecStart --value "${unit}.service" | grep -oE 'path=[^ ;]+' | cut -d= -f2)")
 uvicorn="${venv_bin}/uvicorn"
 common="--app-dir ${app_dir} --workers 2 --timeout-graceful-shutdown 3 ${UVICORN_ARGS:-}"
 cat > /run/systemd/system/bench-plain.service <<UNIT

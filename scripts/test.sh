@@ -48,6 +48,7 @@ if [ -z "${SKIP_LINT:-}" ]; then
     yamllint .
     ansible-lint
     python3 scripts/role_docs.py --check
+    pytest -q -c pytest.ini tests/unit
     for inv in sandbox production; do
       for p in playbooks/*.yml; do ansible-playbook -i "inventory/${inv}/hosts.yml" --syntax-check "${p}" >/dev/null; done
     done )

@@ -215,15 +215,17 @@ def restore():
 
 class Load:
     """bench/loadgen.py on the controller against `url` until stop(): `concurrency` clients,
-    a new connection per request. stop() returns its figures (bench/loadgen.py's JSON)."""
+    a new connection per request (but the first `keep_alive` clients keep theirs open). stop()
+    returns its figures (bench/loadgen.py's JSON)."""
 
-    def __init__(self, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version"):
+    def __init__(self, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version", keep_alive=0):
         self._dir = tempfile.mkdtemp(prefix="load-")
         self.stop_file = Path(self._dir) / "stop"
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "bench/loadgen.py"), url, "--requests", "10000000",
              "--concurrency", str(concurrency), "--pause", str(pause), "--max-seconds", "1500",
-             "--timeout", str(timeout), "--stop-file", str(self.stop_file), "--span-field", span_field],
+             "--timeout", str(timeout), "--stop-file", str(self.stop_file), "--span-field", span_field,
+             "--keep-alive", str(keep_alive)],
             stdout=subprocess.PIPE, text=True)
         time.sleep(warmup)  # answered for a while before the change starts
 
@@ -277,25 +279,46 @@ def assert_load_spanned(stats, run, before, after, max_latency, min_each=20):
 
 class BackendWatcher(threading.Thread):
     """Polls a load balancer's upstream files while a deploy runs and records, for each app
-    host, whether it was ever marked down, and the most hosts down at once."""
+    host, every 'server' line it had, in order (address:port and flags): `moves[host]` is
+    that sequence and `moved_at[host]` when each was first seen, `seen_down` the hosts ever marked down, `most_down_at_once` the most hosts
+    down at the same time. The first reading is taken before start() returns."""
 
     def __init__(self, lb_host, name, interval=0.2):
         super().__init__(daemon=True)
         self.lb_host, self.directory, self.interval = lb_host, f"/etc/nginx/fastapi-backends/{name}", interval
         self.seen_down, self.most_down_at_once, self._done = set(), 0, threading.Event()
+        self.moves, self.moved_at = {}, {}
+        self._read()
+
+    def _read(self):
+        out = self.lb_host.run(f"grep -H '^server ' {self.directory}/*.conf 2>/dev/null || true").stdout
+        down = set()
+        for line in out.splitlines():
+            path, _, server = line.partition(":")
+            host = Path(path).stem
+            seen = self.moves.setdefault(host, [])
+            if not seen or seen[-1] != server:
+                seen.append(server)
+                self.moved_at.setdefault(host, []).append(time.time())
+            if " down" in server:
+                down.add(host)
+        self.seen_down |= down
+        self.most_down_at_once = max(self.most_down_at_once, len(down))
 
     def run(self):
         while not self._done.is_set():
-            out = self.lb_host.run(f"grep -l ' down;' {self.directory}/*.conf 2>/dev/null || true").stdout.split()
-            down = {Path(p).stem for p in out}
-            self.seen_down |= down
-            self.most_down_at_once = max(self.most_down_at_once, len(down))
+            self._read()
             time.sleep(self.interval)
 
     def stop(self):
         self._done.set()
         self.join(timeout=30)
+        self._read()
         return self
+
+    def ports(self, host):
+        """The ports the balancer sent the host's requests to, in order."""
+        return [int(re.search(r":([0-9]+) ", server).group(1)) for server in self.moves.get(host, [])]
 
 
 # --- the SSH transport, shared by the container and VM scenarios -----------------------------

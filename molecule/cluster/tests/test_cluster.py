@@ -7,9 +7,10 @@ import re
 import subprocess
 
 from conftest import APPS, LB
-from deploytest import SANDBOX_VARS, container_ip, https_json, served
+from deploytest import SANDBOX_VARS, container_ip, https_json, served, serving
 
-PORT = 8000
+# The app's instances take turns on its port and the next one: both are guarded.
+PORTS = (SANDBOX_VARS["fastapi_service_port"], SANDBOX_VARS["fastapi_service_port"] + 1)
 
 
 def test_https_through_the_balancer_serves_the_app(lb_ip):
@@ -42,24 +43,27 @@ def test_app_sees_the_client_not_the_balancer(hosts, lb_ip):
 
 def test_uvicorn_trusts_only_the_balancer(hosts, lb_ip):
     for name in APPS:
-        execstart = hosts[name].check_output("systemctl show -p ExecStart hello-api")
+        execstart = hosts[name].check_output("systemctl show -p ExecStart %s", serving(hosts[name])[0])
         trusted = execstart.split("--forwarded-allow-ips ", 1)[1].split()[0].split(",")
         assert sorted(trusted) == sorted(["127.0.0.1", lb_ip]), trusted
 
 
 def test_firewall_lets_only_the_balancer_reach_the_app_port(hosts):
     target = APPS[0]
+    port = serving(hosts[target])[1]
+    assert port in PORTS
     # the balancer: yes
-    assert hosts[LB].check_output(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{target}:{PORT}/health") == "200"
+    assert hosts[LB].check_output(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{target}:{port}/health") == "200"
     # another host of the network (the other app host): no
-    assert hosts[APPS[1]].run(f"curl -s -m 3 http://{target}:{PORT}/health").rc != 0
+    assert hosts[APPS[1]].run(f"curl -s -m 3 http://{target}:{port}/health").rc != 0
     # the controller: no
-    assert subprocess.run(["curl", "-s", "-m", "3", f"http://{container_ip(target)}:{PORT}/health"]).returncode != 0
+    assert subprocess.run(["curl", "-s", "-m", "3", f"http://{container_ip(target)}:{port}/health"]).returncode != 0
     # the host itself (loopback, as the deploy's health gate does): yes
-    assert hosts[target].check_output(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{PORT}/health") == "200"
-    # only the app port is guarded: the table has no rule for any other port
+    assert hosts[target].check_output(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/health") == "200"
+    # both ports the instances take turns on are guarded; no rule for any other port
     rules = hosts[target].check_output("nft list table inet fastapi_firewall")
-    dropped = re.search(rf"tcp dport {PORT} counter packets (\d+) bytes \d+ drop", rules)
-    assert dropped and int(dropped.group(1)) > 0, rules  # it dropped the tries above
+    dropped = re.search(r"tcp dport \{ ([0-9, ]+) \} counter packets (\d+) bytes \d+ drop", rules)
+    assert dropped and int(dropped.group(2)) > 0, rules  # it dropped the tries above
+    assert sorted(int(p) for p in dropped.group(1).split(",")) == sorted(PORTS), rules
     assert " 22" not in rules and " 443" not in rules
     assert hosts[target].service("fastapi-firewall").is_enabled

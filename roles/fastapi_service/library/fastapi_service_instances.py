@@ -12,7 +12,8 @@ description:
     (written when a switch completes); a host deployed before instances existed has
     C(<name>.service) and C(<name>.socket), which then serve.
   - Returns every instance with its port, release, fingerprint (of its unit files' settings),
-    and whether systemd has it enabled and active; the one that serves; and the stale ones
+    whether systemd has it enabled and active, and whether a rewrite of its files in place was
+    interrupted (the copy of its previous unit file is still there); the one that serves; and the stale ones
     (any other: a candidate or an old instance a run left behind when it was interrupted).
   - C(<name>.service) without a slot is also what serves on a host without a load balancer whose
     app was first deployed before instances existed: its files are rewritten in place there.
@@ -110,6 +111,10 @@ def main():
     instances = find_instances(name, files)
     systemctl = module.get_bin_path("systemctl")
     for instance in instances:
+        # A copy of the unit file kept while a serving instance is rewritten in place (promote.yml):
+        # still there, that rewrite was interrupted and the instance may run on settings that
+        # were never checked.
+        instance["interrupted"] = os.path.exists(os.path.join(units_dir, f".{instance['unit']}.service.previous"))
         for state in ("enabled", "active"):
             if systemctl:
                 rc, _, _ = module.run_command([systemctl, f"is-{state}", "--quiet", instance["unit"] + ".service"])

@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""Benchmark: what clients see while a deploy changes what the hosts serve (issue 12).
+
+Under steady load through the load balancer (bench/loadgen.py on the controller: 6 clients,
+2 of them keeping their connection open, 20 ms between a client's requests), runs each case
+below on a Molecule scenario's hosts, one after the other, and prints per case the deploy's
+result and time, the failed requests, and the 99th-percentile and maximum latency, beside the
+same load with no deploy:
+
+    baseline       no deploy: the same load for 40 s
+    code-only      new code (a new release, the virtualenv reused)
+    port           fastapi_service_port 8000 -> 8010
+    workers        fastapi_service_workers 2 -> 3
+    environment    a changed fastapi_app_environment value
+    wrong-import   fastapi_service_app names an attribute that does not exist (must fail, and
+                   change nothing)
+    slow-request   new code while a 10 s request is held open (it must finish, answered by the
+                   old instance; the other requests must not wait for it)
+
+The cases build on each other (the port stays changed for the later ones); at the end the
+scenario's converged settings are deployed again (not measured). Run it after
+`scripts/molecule.sh converge [-s cluster]`:
+
+    .venv/bin/python bench/switch_cases.py            # the default scenario (single host, nginx on it)
+    .venv/bin/python bench/switch_cases.py cluster    # a load balancer and two app hosts
+"""
+
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import ssl
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / "molecule/resources"))
+
+import deploytest  # noqa: E402  (the tests' helpers: scenario inventory, playbook runs, load)
+
+
+def app_copy(work, name, extra=""):
+    src = Path(work) / name
+    shutil.copytree(REPO_ROOT / "examples/hello_api", src)
+    (src / "RELEASE_NOTE").write_text(f"{name} {time.time()}\n")
+    if extra:
+        (src / "main.py").write_text((src / "main.py").read_text() + extra)
+    return str(src)
+
+
+def slow_request(url, seconds, out):
+    """GET /slow?seconds=N through the balancer; records the status and how long it took."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(f"{url}slow?seconds={seconds}", timeout=120, context=context) as resp:
+            out["status"], out["body"] = resp.status, json.loads(resp.read())
+    except Exception as exc:  # reported, not raised: the figure is the point
+        out["status"], out["error"] = 0, repr(exc)
+    out["seconds"] = round(time.monotonic() - started, 2)
+
+
+def measure(url, label, args=(), expect_ok=True, slow=None):
+    load = deploytest.Load(url, concurrency=6, pause=0.02, warmup=3.0, keep_alive=2)
+    slow_result, slow_thread = {}, None
+    if slow:
+        slow_thread = threading.Thread(target=slow_request, args=(url, slow, slow_result))
+        slow_thread.start()
+        time.sleep(1.0)
+    if args is None:
+        time.sleep(40)
+        ok, took = True, 0.0
+    else:
+        run = deploytest.run_playbook(*args)
+        ok, took = run.returncode == 0, run.ended - run.started
+        if ok != expect_ok:
+            print(f"!! {label}: the deploy {'failed' if not ok else 'passed'} unexpectedly:\n{run.stdout[-3000:]}",
+                  file=sys.stderr)
+    if slow_thread:
+        slow_thread.join()
+    stats = load.stop()
+    row = {"case": label, "deploy": "-" if args is None else ("ok" if ok else "failed"),
+           "deploy_s": round(took, 1), "requests": stats["requests"], "failed": stats["failed"],
+           "keepalive_retries": stats["keepalive_retries"], "p99_s": stats["p99_latency_s"],
+           "max_s": stats["max_latency_s"], "versions": stats["versions"], "errors": stats["errors"]}
+    if slow:
+        row["slow_request"] = slow_result
+    return row
+
+
+def main():
+    scenario = sys.argv[1] if len(sys.argv) > 1 else "default"
+    platforms = deploytest.use_scenario(REPO_ROOT / "molecule" / scenario)
+    lb = next(p["name"] for p in platforms if "fastapi_proxies" in p["groups"])
+    url = f"https://{deploytest.container_ip(lb)}/"
+    work = tempfile.mkdtemp(prefix="switch-bench-")
+    port = ["-e", "fastapi_service_port=8010"]
+    slow_settings = ["-e", "fastapi_service_timeout_graceful_shutdown=20", "-e", "fastapi_service_timeout_stop_sec=30"]
+    env = {"APP_VERSION": "{{ fastapi_app_version }}", "GREETING": "Hello again", "BENCH": "1"}
+    cases = [
+        ("baseline", None, True, None),
+        ("code-only", ["-e", f"fastapi_app_src={app_copy(work, 'v2')}", "-e", "fastapi_app_version=2.0.0"], True, None),
+        ("port", ["-e", f"fastapi_app_src={app_copy(work, 'v2b')}", "-e", "fastapi_app_version=2.0.0", *port], True, None),
+        ("workers", ["-e", f"fastapi_app_src={app_copy(work, 'v2b')}", "-e", "fastapi_app_version=2.0.0", *port,
+                     "-e", "fastapi_service_workers=3"], True, None),
+        ("environment", ["-e", f"fastapi_app_src={app_copy(work, 'v2c')}", "-e", "fastapi_app_version=2.0.0", *port,
+                         "-e", "fastapi_service_workers=3", "-e", json.dumps({"fastapi_app_environment": env})], True, None),
+        ("wrong-import", ["-e", f"fastapi_app_src={app_copy(work, 'v2c')}", "-e", "fastapi_app_version=2.0.0", *port,
+                          "-e", "fastapi_service_workers=3", "-e", json.dumps({"fastapi_app_environment": env}),
+                          "-e", "fastapi_service_app=main:no_such_app", "-e", "fastapi_service_health_timeout=10"],
+         False, None),
+        ("slow-request", ["-e", f"fastapi_app_src={app_copy(work, 'v3')}", "-e", "fastapi_app_version=3.0.0", *port,
+                          *slow_settings], True, 10),
+    ]
+    rows = []
+    try:
+        for label, args, expect_ok, slow in cases:
+            row = measure(url, label, args, expect_ok, slow)
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    finally:
+        deploytest.restore_converged_state()
+        shutil.rmtree(work, ignore_errors=True)
+    base = rows[0]
+    print(f"\nscenario {scenario}: load through {url} (6 clients, 2 keep-alive)")
+    print(f"{'case':<14}{'deploy':>8}{'took s':>8}{'requests':>10}{'failed':>8}{'p99 s':>8}{'max s':>8}"
+          f"{'max - baseline':>16}  notes")
+    for row in rows:
+        note = ""
+        if "slow_request" in row:
+            s = row["slow_request"]
+            note = f"slow request: status {s.get('status')} after {s.get('seconds')} s (version {s.get('body', {}).get('version', '?')})"
+        if row["keepalive_retries"]:
+            note += f" keep-alive retries {row['keepalive_retries']}"
+        print(f"{row['case']:<14}{row['deploy']:>8}{row['deploy_s']:>8}{row['requests']:>10}{row['failed']:>8}"
+              f"{row['p99_s']:>8}{row['max_s']:>8}{row['max_s'] - base['max_s']:>16.3f}  {note}")
+    bad = [r["case"] for r in rows if r["failed"]]
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Deploys killed half way (ansible-playbook and its SSH sessions killed with SIGKILL, as a
+lost controller would leave them) keep the host serving, and the next run brings it to a
+checked state: one instance, the one recorded as serving, the new release current, nothing
+left over. Killed (1) while the new instance runs beside the serving one, before it serves,
+and (2) just after the switch was recorded, before the old instance was removed. The
+converged state comes back at the end (the `restore` fixture)."""
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+import deploytest
+from deploytest import app_copy, current_release, https_json, releases, run_playbook, serving
+
+pytestmark = pytest.mark.usefixtures("restore")
+
+
+def _deploy_killed_when(host, condition, *args, timeout=600):
+    """Start deploy.yml, and kill it (its whole process group) as soon as `condition` (a shell
+    test on the host) holds. Returns how long the run had gone on."""
+    proc = subprocess.Popen(
+        ["ansible-playbook", "-i", str(deploytest.INVENTORY), str(deploytest.REPO_ROOT / "playbooks/deploy.yml"), *args],
+        env=deploytest.ansible_env(), cwd=deploytest.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            assert proc.poll() is None, "the deploy ended before the moment to kill it:\n" + proc.stdout.read()[-4000:]
+            if host.run(condition).rc == 0:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return time.monotonic() - started
+            time.sleep(0.2)
+        raise AssertionError(f"'{condition}' never held during the deploy")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _instances(host, name):
+    return sorted(host.check_output(f"cd /etc/systemd/system && ls {name}*.service").split())
+
+
+def _assert_checked_state(host, name, address, release, version):
+    unit, port = serving(host)
+    assert _instances(host, name) == [f"{unit}.service"], "one instance only, the serving one"
+    assert host.service(unit).is_running and host.service(f"{unit}.socket").is_enabled
+    assert current_release(host) == release
+    assert https_json(address)[0]["version"] == version
+    assert host.file(f"/etc/nginx/fastapi-backends/{name}/{host.backend.get_hostname()}.conf").exists
+
+
+def test_killed_while_the_new_instance_starts(host, name, address, tmp_path_factory):
+    unit, port = serving(host)
+    other = f"{name}-{'b' if unit.endswith('-a') else 'a'}"
+    old_release = current_release(host)
+    before = set(releases(host))
+    args = ["-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'k1')}", "-e", "fastapi_app_version=7.1.0"]
+    _deploy_killed_when(host, f"test -f /etc/systemd/system/{other}.service", *args)
+    # the serving instance was never touched: it serves on, through nginx
+    assert serving(host) == (unit, port)
+    assert current_release(host) == old_release
+    assert https_json(address)[0]["version"] != "7.1.0"
+    # the next run removes what the killed one left, and switches
+    result = run_playbook(*args)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert current_release(host) not in before
+    _assert_checked_state(host, name, address, current_release(host), "7.1.0")
+    assert serving(host)[0] == other
+
+
+def test_killed_just_after_the_switch_was_recorded(host, name, address, tmp_path_factory):
+    unit, _ = serving(host)
+    other = f"{name}-{'b' if unit.endswith('-a') else 'a'}"
+    args = ["-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'k2')}", "-e", "fastapi_app_version=7.2.0"]
+    _deploy_killed_when(host, f"grep -qx {other} /var/lib/fastapi-deploy/{name}.serving", *args)
+    # the new instance serves (nginx was moved to it before the switch was recorded)
+    assert https_json(address)[0]["version"] == "7.2.0"
+    result = run_playbook(*args)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert serving(host)[0] == other
+    new_release = host.check_output(f"grep -h '^# fastapi-deploy release:' /etc/systemd/system/{other}.service").split()[-1]
+    _assert_checked_state(host, name, address, new_release, "7.2.0")
+    # and a run after that has nothing to do
+    again = run_playbook(*args)
+    assert again.returncode == 0 and "changed=0" in again.stdout, again.stdout[-3000:]
