@@ -172,6 +172,14 @@ def main_pid(host, name):
     return pid
 
 
+def worker_pids(host, name):
+    """uvicorn's worker processes of the app `name`'s serving instance: its main process's
+    children started by multiprocessing's spawn (not its resource tracker)."""
+    pid = main_pid(host, name)
+    children = host.check_output(f"cat /proc/{pid}/task/*/children").split()
+    return [c for c in children if "spawn_main" in host.run(f"tr '\\0' ' ' < /proc/{c}/cmdline").stdout]
+
+
 def sandbox_applied(host, pid):
     """Whether systemd gave the process its own mount namespace (ProtectSystem= and the rest)."""
     return host.check_output(f"readlink /proc/{pid}/ns/mnt") != host.check_output("readlink /proc/1/ns/mnt")

@@ -150,3 +150,24 @@ def test_rollback_across_the_cluster_under_load(hosts, url, lb_ip):
     first_moved, second_moved = _assert_moved_once_each(watcher, before)
     assert first_moved < second_moved
     assert_load_spanned(stats, result, "5.0.0", "4.0.0", SWITCH_BOUND)
+
+
+def test_a_new_app_host_joins_without_a_dead_backend(hosts, url, lb_ip):
+    """An app host that serves nothing yet (as a new host added to the inventory: here the
+    second one, its instance and the record of it removed) is in the balancer as `down` until
+    its first instance serves; the other host serves every request meanwhile, none fails."""
+    first, second = APPS
+    unit, _ = serving(hosts[second])
+    hosts[second].check_output(
+        f"systemctl disable --now {unit}.socket {unit}.service && rm -f /etc/systemd/system/{unit}.* "
+        f"/var/lib/fastapi-deploy/hello-api.serving && systemctl daemon-reload")
+    version = served(lb_ip)[1]
+    result, stats, watcher = _deploy_watched(hosts, url)
+    assert result.returncode == 0, result.stdout[-6000:]
+    moves = watcher.moves[second]
+    assert " down;" in moves[0] or " down;" in moves[1], moves  # down until it served
+    assert " down" not in moves[-1] and watcher.ports(second)[-1] == 8000, moves
+    assert serving(hosts[second]) == ("hello-api-a", 8000)
+    assert served(lb_ip) == (set(APPS), version)
+    (only,) = version
+    assert_load_spanned(stats, result, only, only, SWITCH_BOUND)

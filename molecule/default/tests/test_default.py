@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from deploytest import ROOT, HostLoad, current_release, http_get, http_json, https_get, main_pid, run_playbook, serving
+from deploytest import (ROOT, HostLoad, current_release, http_get, http_json, https_get, main_pid, run_playbook, serving,
+                        worker_pids)
 
 
 def test_app_user_is_a_system_user_without_login_shell(host):
@@ -86,16 +87,8 @@ def test_one_instance_serves_and_starts_at_boot(host, name):
     assert f"server 127.0.0.1:{port} " in upstream and " down;" not in upstream, upstream
 
 
-def _worker_pids(host, name):
-    """uvicorn's worker processes: the main process's children started by multiprocessing's
-    spawn (not its resource tracker)."""
-    pid = main_pid(host, name)  # of the serving instance
-    children = host.check_output(f"cat /proc/{pid}/task/*/children").split()
-    return [c for c in children if "spawn_main" in host.run(f"tr '\\0' ' ' < /proc/{c}/cmdline").stdout]
-
-
 def test_exactly_n_workers_run_as_the_app_user(host, svars, name):
-    workers = _worker_pids(host, name)
+    workers = worker_pids(host, name)
     assert len(workers) == svars["fastapi_service_workers"], workers
     cgroup = host.check_output(f"systemctl show -p ControlGroup --value {serving(host)[0]}")
     procs = host.check_output(
@@ -186,7 +179,7 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     an old worker (graceful shutdown), and no request waits longer than a stop and a start."""
     unit, port = serving(host)
     old_pid = main_pid(host, unit)
-    old_workers = set(_worker_pids(host, name))
+    old_workers = set(worker_pids(host, name))
     slow = {}
 
     def slow_request():
@@ -239,6 +232,24 @@ def test_unhealthy_app_fails_the_deploy_and_leaves_the_serving_instance_alone(ho
         f"cat /etc/systemd/system/{unit}.* /etc/nginx/fastapi-backends/{name}/*.conf | sha256sum") == files
     assert not host.file(f"/etc/systemd/system/{other}.service").exists, "the new instance was removed"
     assert http_json(host, "/")["app"] == "hello_api"
+
+
+def test_units_systemd_would_not_run_as_written_are_never_started(host, name):
+    """A unit option systemd does not know (a typo in fastapi_service_unit_extra: systemd would
+    log it and ignore the line) is refused by systemd-analyze verify before the new instance
+    starts; the serving instance and its files are exactly as before."""
+    unit, port = serving(host)
+    pid = main_pid(host, unit)
+    files = host.check_output(f"cat /etc/systemd/system/{unit}.* /etc/nginx/fastapi-backends/{name}/*.conf | sha256sum")
+    result = run_playbook("-e", json.dumps({"fastapi_service_unit_extra": ["MemoryHihg=100M"]}))
+    other = f"{name}-b" if unit.endswith("-a") else f"{name}-a"
+    assert result.returncode != 0
+    assert f"systemd-analyze verify refused the units of {other}" in result.flat, result.flat[-3000:]
+    assert "Unknown key 'MemoryHihg'" in result.flat or "Unknown key name 'MemoryHihg'" in result.flat, result.flat[-3000:]
+    assert serving(host) == (unit, port) and main_pid(host, unit) == pid
+    assert host.check_output(
+        f"cat /etc/systemd/system/{unit}.* /etc/nginx/fastapi-backends/{name}/*.conf | sha256sum") == files
+    assert not host.file(f"/etc/systemd/system/{other}.service").exists
 
 
 @pytest.mark.parametrize("path", ["/health", "/"])
