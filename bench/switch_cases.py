@@ -14,8 +14,10 @@ same load with no deploy:
     environment    a changed fastapi_app_environment value
     wrong-import   fastapi_service_app names an attribute that does not exist (must fail, and
                    change nothing)
-    slow-request   new code while a 10 s request is held open (it must finish, answered by the
-                   old instance; the other requests must not wait for it)
+    slow-request   new code while a 10 s request is held open on the first app host's serving
+                   instance, sent as its new instance passes its health check: it must finish,
+                   answered by the old instance, while the balancer moves and the old instance
+                   stops; the other requests must not wait for it
 
 The cases build on each other (the port stays changed for the later ones); at the end the
 scenario's converged settings are deployed again (not measured). Run it after
@@ -23,6 +25,7 @@ scenario's converged settings are deployed again (not measured). Run it after
 
     .venv/bin/python bench/switch_cases.py            # the default scenario (single host, nginx on it)
     .venv/bin/python bench/switch_cases.py cluster    # a load balancer and two app hosts
+    CASES=port,slow-request .venv/bin/python bench/switch_cases.py   # some cases (and the baseline)
 """
 
 import json
@@ -31,9 +34,10 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
-import ssl
+import os
 from pathlib import Path
+
+import testinfra
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "molecule/resources"))
@@ -52,26 +56,35 @@ def app_copy(work, name, extra=""):
     return str(src)
 
 
-def slow_request(url, seconds, out):
-    """GET /slow?seconds=N through the balancer; records the status and how long it took."""
-    context = ssl.create_default_context()
-    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+def slow_request(app_host, seconds, out):
+    """Once the first app host's new instance answers its health check (the balancer moves to
+    it right after, and the old one is stopped), GET /slow?seconds=N from the old instance on
+    that host: it must be answered, by the old release, while the switch goes on around it.
+    Records the status, the answer and how long it took."""
+    host = testinfra.get_host(f"podman://{app_host}")
+    _, old_port = deploytest.serving(host)
+    ports = {8000, 8001} if old_port in (8000, 8001) else {8010, 8011}
+    new_port = (ports - {old_port}).pop()
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and host.run(f"curl -sf -m 1 http://127.0.0.1:{new_port}/health").rc != 0:
+        time.sleep(0.2)
     started = time.monotonic()
+    answer = host.run(f"curl -sS -m 90 -w '\\n%{{http_code}}' 'http://127.0.0.1:{old_port}/slow?seconds={seconds}'")
+    body, _, status = answer.stdout.rpartition("\n")
+    out["status"] = int(status) if status.isdigit() else 0
     try:
-        with urllib.request.urlopen(f"{url}slow?seconds={seconds}", timeout=120, context=context) as resp:
-            out["status"], out["body"] = resp.status, json.loads(resp.read())
-    except Exception as exc:  # reported, not raised: the figure is the point
-        out["status"], out["error"] = 0, repr(exc)
+        out["body"] = json.loads(body)
+    except ValueError:
+        out["error"] = answer.stdout[-300:] + answer.stderr[-300:]
     out["seconds"] = round(time.monotonic() - started, 2)
 
 
-def measure(url, label, args=(), expect_ok=True, slow=None):
+def measure(url, label, args=(), expect_ok=True, slow=None, app_host=None):
     load = deploytest.Load(url, concurrency=6, pause=0.02, warmup=3.0, keep_alive=2)
     slow_result, slow_thread = {}, None
     if slow:
-        slow_thread = threading.Thread(target=slow_request, args=(url, slow, slow_result))
+        slow_thread = threading.Thread(target=slow_request, args=(app_host, slow, slow_result))
         slow_thread.start()
-        time.sleep(1.0)
     if args is None:
         time.sleep(40)
         ok, took = True, 0.0
@@ -109,18 +122,24 @@ def main():
         ("workers", ["-e", f"fastapi_app_src={app_copy(work, 'v2b')}", "-e", "fastapi_app_version=2.0.0", *port,
                      "-e", "fastapi_service_workers=3"], True, None),
         ("environment", ["-e", f"fastapi_app_src={app_copy(work, 'v2c')}", "-e", "fastapi_app_version=2.0.0", *port,
-                         "-e", "fastapi_service_workers=3", "-e", json.dumps({"fastapi_app_environment": env})], True, None),
+                         "-e", "fastapi_service_workers=3", "-e", json.dumps({"fastapi_app_environment": env}),
+                         *slow_settings], True, None),
         ("wrong-import", ["-e", f"fastapi_app_src={app_copy(work, 'v2c')}", "-e", "fastapi_app_version=2.0.0", *port,
                           "-e", "fastapi_service_workers=3", "-e", json.dumps({"fastapi_app_environment": env}),
-                          "-e", "fastapi_service_app=main:no_such_app", "-e", "fastapi_service_health_timeout=10"],
+                          *slow_settings, "-e", "fastapi_service_app=main:no_such_app",
+                          "-e", "fastapi_service_health_timeout=10"],
          False, None),
         ("slow-request", ["-e", f"fastapi_app_src={app_copy(work, 'v3')}", "-e", "fastapi_app_version=3.0.0", *port,
                           *slow_settings], True, 10),
     ]
+    only = set(filter(None, os.environ.get("CASES", "").split(",")))
+    app_host = next(p["name"] for p in platforms if "fastapi_servers" in p["groups"])
     rows = []
     try:
         for label, args, expect_ok, slow in cases:
-            row = measure(url, label, args, expect_ok, slow)
+            if only and label != "baseline" and label not in only:
+                continue
+            row = measure(url, label, args, expect_ok, slow, app_host)
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
     finally:

@@ -7,7 +7,9 @@ build on each other (each keeps the settings of the ones before); the converged 
 back at the end (the `restore` fixture).
 
 Needs the fixtures `app_hosts` ({inventory name: testinfra host}), `balancer` (the load
-balancer's testinfra host), `url` (the app through the balancer) and `name` (the app's unit name).
+balancer's testinfra host), `url` (the app through the balancer), `name` (the app's unit name)
+and `rollout` (extra arguments of every deploy, e.g. a batch size, and the number of batches
+they make).
 """
 
 import json
@@ -35,7 +37,7 @@ PORT = 8010
 GREETING = "Hello, switched"
 
 
-def _switch(app_hosts, balancer, url, name, *args, during=None):
+def _switch(app_hosts, balancer, url, name, rollout, *args, during=None):
     """Deploy with SETTINGS + args under load, watching the balancer. `during(watcher)` runs in
     a thread beside the deploy. Returns (result, load figures, watcher, state before)."""
     before = {h: serving(host) for h, host in app_hosts.items()}
@@ -46,12 +48,13 @@ def _switch(app_hosts, balancer, url, name, *args, during=None):
     side = threading.Thread(target=during, daemon=True) if during else None
     if side:
         side.start()
-    result = run_playbook(*SETTINGS, *args)
+    result = run_playbook(*rollout[0], *SETTINGS, *args)
     if side:
         side.join(timeout=120)
     stats = load.stop()
     watcher.stop()
     assert result.returncode == 0, result.stdout[-6000:]
+    assert result.stdout.count("PLAY [Roll the release out") == rollout[1], "the batches"
     SETTINGS.extend(args)
     return result, stats, watcher, before, version
 
@@ -70,45 +73,48 @@ def _assert_switched(app_hosts, watcher, before, ports):
         assert host.run(f"curl -s -m 2 http://127.0.0.1:{old_port}/health").rc != 0, "nothing answers on the old port"
 
 
-def test_port_change(app_hosts, balancer, url, name):
-    result, stats, watcher, before, version = _switch(app_hosts, balancer, url, name,
+def test_port_change(app_hosts, balancer, url, name, rollout):
+    result, stats, watcher, before, version = _switch(app_hosts, balancer, url, name, rollout,
                                                       "-e", f"fastapi_service_port={PORT}")
     _assert_switched(app_hosts, watcher, before, (PORT, PORT + 1))
     assert_load_spanned(stats, result, version, version, BOUND)
 
 
-def test_workers_change(app_hosts, balancer, url, name):
-    result, stats, watcher, before, version = _switch(app_hosts, balancer, url, name, "-e", "fastapi_service_workers=3")
+def test_workers_change(app_hosts, balancer, url, name, rollout):
+    result, stats, watcher, before, version = _switch(app_hosts, balancer, url, name, rollout, "-e", "fastapi_service_workers=3")
     _assert_switched(app_hosts, watcher, before, (PORT, PORT + 1))
     for host in app_hosts.values():
         assert len(worker_pids(host, name)) == 3
     assert_load_spanned(stats, result, version, version, BOUND)
 
 
-def test_environment_change(app_hosts, balancer, url, name):
+def test_environment_change(app_hosts, balancer, url, name, rollout):
     """A changed environment value (and a longer graceful shutdown, for the next case)."""
     env = {"fastapi_app_environment": {"APP_VERSION": "{{ fastapi_app_version }}", "GREETING": GREETING}}
     result, stats, watcher, before, version = _switch(
-        app_hosts, balancer, url, name, "-e", json.dumps(env), "-e", "fastapi_service_timeout_graceful_shutdown=12", "-e", "fastapi_service_timeout_stop_sec=15")
+        app_hosts, balancer, url, name, rollout, "-e", json.dumps(env),
+        "-e", "fastapi_service_timeout_graceful_shutdown=12", "-e", "fastapi_service_timeout_stop_sec=15")
     _assert_switched(app_hosts, watcher, before, (PORT, PORT + 1))
     for _ in range(len(app_hosts) * 3):
         assert https_json(url.split("/")[2])[0]["greeting"] == GREETING
     assert_load_spanned(stats, result, version, version, BOUND)
 
 
-def test_slow_request_across_a_redeploy(app_hosts, balancer, url, name, tmp_path_factory):
-    """A 10 s request to the first host's serving instance, sent when its new instance appears:
+def test_slow_request_across_a_redeploy(app_hosts, balancer, url, name, rollout, tmp_path_factory):
+    """A 10 s request to the first host's serving instance, sent when its new instance is healthy:
     the balancer moves to the new instance meanwhile and the old one stops, but only once the
     request is answered (by the old release); the other requests do not wait for it."""
     first = next(iter(app_hosts))
     host = app_hosts[first]
     old_unit, old_port = serving(host)
-    other = f"{name}-{'b' if old_unit.endswith('-a') else 'a'}"
     slow = {}
 
+    new_port = {PORT: PORT + 1, PORT + 1: PORT}[old_port]
+
     def hold_a_slow_request():
+        # sent once the new instance answers its health check: the balancer moves right after
         deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not host.file(f"/etc/systemd/system/{other}.service").exists:
+        while time.monotonic() < deadline and host.run(f"curl -sf -m 1 http://127.0.0.1:{new_port}/health").rc != 0:
             time.sleep(0.2)
         slow["sent"] = time.time()
         out = host.run(f"curl -sS -m 60 -w '\\n%{{http_code}}' 'http://127.0.0.1:{old_port}/slow?seconds=10'")
@@ -116,7 +122,7 @@ def test_slow_request_across_a_redeploy(app_hosts, balancer, url, name, tmp_path
         slow["body"], _, slow["status"] = out.stdout.rpartition("\n")
 
     result, stats, watcher, before, version = _switch(
-        app_hosts, balancer, url, name, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'slow')}",
+        app_hosts, balancer, url, name, rollout, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'slow')}",
         "-e", "fastapi_app_version=8.0.0", during=hold_a_slow_request)
     assert slow.get("status") == "200", slow
     assert json.loads(slow["body"])["version"] == version, "answered by the old instance"

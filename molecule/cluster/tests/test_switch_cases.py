@@ -21,3 +21,9 @@ def balancer(hosts):
 @pytest.fixture(scope="module")
 def name():
     return "hello-api"
+
+
+@pytest.fixture(scope="module")
+def rollout():
+    """Half the app hosts at a time (fastapi_deploy_serial as a percentage): two batches of one."""
+    return ["-e", "fastapi_deploy_serial=50%"], 2

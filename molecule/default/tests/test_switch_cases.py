@@ -15,3 +15,9 @@ def app_hosts(host, instance):
 @pytest.fixture(scope="module")
 def balancer(host):
     return host
+
+
+@pytest.fixture(scope="module")
+def rollout():
+    """Every deploy as it comes: one host, one batch."""
+    return [], 1
