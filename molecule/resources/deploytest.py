@@ -66,10 +66,11 @@ def ansible_env(**extra):
     return env
 
 
-def run_playbook(*extra_args, limit=None, check=False, playbook="deploy.yml", timeout=1200, env=None):
+def run_playbook(*extra_args, limit=None, check=False, playbook="deploy.yml", timeout=1200, env=None, inventory=None):
     """Run playbooks/<playbook> as a user does, over SSH, with Molecule's inventory (all its
-    hosts unless `limit`). Returns the CompletedProcess, with `.started`, `.ended` (Unix time)."""
-    args = ["ansible-playbook", "-i", str(INVENTORY), str(REPO_ROOT / "playbooks" / playbook), *extra_args]
+    hosts unless `limit`; another one: `inventory`). Returns the CompletedProcess, with
+    `.started`, `.ended` (Unix time)."""
+    args = ["ansible-playbook", "-i", str(inventory or INVENTORY), str(REPO_ROOT / "playbooks" / playbook), *extra_args]
     if limit:
         args += ["--limit", limit]
     if check:

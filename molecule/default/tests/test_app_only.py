@@ -6,8 +6,6 @@ start; none refused). A release that fails its trial leaves the serving instance
 The converged state (behind nginx) comes back at the end (the `restore` fixture)."""
 
 import json
-import subprocess
-import time
 
 import pytest
 import yaml
@@ -33,23 +31,12 @@ def app_only_inventory(tmp_path_factory):
     return str(directory)
 
 
-def _run(inventory, *args):
-    """deploy.yml with the app-only inventory alone (run_playbook would add the scenario's)."""
-    cmd = ["ansible-playbook", "-i", inventory, str(deploytest.REPO_ROOT / "playbooks/deploy.yml"), *args]
-    started = time.time()
-    result = subprocess.run(cmd, capture_output=True, text=True, env=deploytest.ansible_env(),
-                            cwd=deploytest.REPO_ROOT, timeout=1200)
-    result.started, result.ended = started, time.time()
-    result.flat = " ".join((result.stdout + result.stderr).split())
-    return result
-
-
 def _unit_files(host, unit):
     return host.check_output(f"cat /etc/systemd/system/{unit}.service /etc/systemd/system/{unit}.socket | sha256sum")
 
 
 def test_the_app_serves_on_its_own_port(host, app_only_inventory):
-    result = _run(app_only_inventory)
+    result = run_playbook(inventory=app_only_inventory)
     assert result.returncode == 0, result.stdout[-6000:]
     unit, port = serving(host)
     assert port == PORT
@@ -61,8 +48,8 @@ def test_a_new_release_is_tried_first_then_restarts_the_serving_instance(host, i
     unit, _ = serving(host)
     version = http_json(host, "/", PORT)["version"]
     load = HostLoad(host, instance, f"http://127.0.0.1:{PORT}/")
-    result = _run(app_only_inventory, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'solo')}",
-                  "-e", "fastapi_app_version=9.0.0")
+    result = run_playbook("-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'solo')}",
+                          "-e", "fastapi_app_version=9.0.0", inventory=app_only_inventory)
     stats = load.stop()
     assert result.returncode == 0, result.stdout[-6000:]
     # tried on loopback beside the serving instance, then handed the port over
@@ -79,8 +66,8 @@ def test_a_release_that_fails_its_trial_changes_nothing(host, app_only_inventory
     pid = main_pid(host, unit)
     files = _unit_files(host, unit)
     release = current_release(host)
-    result = _run(app_only_inventory, "-e", json.dumps({"fastapi_service_app": "main:no_such_app"}),
-                  "-e", "fastapi_service_health_timeout=8")
+    result = run_playbook("-e", json.dumps({"fastapi_service_app": "main:no_such_app"}),
+                          "-e", "fastapi_service_health_timeout=8", inventory=app_only_inventory)
     assert result.returncode != 0
     assert "did not become healthy" in result.flat and "was not touched and serves on" in result.flat, result.flat[-3000:]
     assert serving(host) == (unit, port) and main_pid(host, unit) == pid
