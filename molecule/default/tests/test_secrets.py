@@ -1,53 +1,108 @@
-"""Secrets: a value from fastapi_app_secret_environment reaches the app's processes and its
-0640 root:app environment file, and nowhere else: not in a deploy's output at -vvv --diff,
-not in the unit file, not in the journal. Changing it restarts the app with the new value
-through the zero-downtime path (0 failed requests under load). The converged state comes
-back when the module ends."""
+"""What reaches the host is exactly what the user meant, and nothing more.
 
+Environment values (tricky bytes: quotes, '$', '%', backslashes, newlines, non-ASCII letters,
+spaces) reach the app's own process byte for byte. Secrets (fastapi_app_secret_environment,
+and a package index URL with a password in it) are in the 0640 root:app environment file and
+a 0600 /etc/pip.conf, and nowhere else: not in a deploy's output at -vvv --diff, not in the
+unit file, not in the journal. Changing a secret restarts the app through the zero-downtime
+path (0 failed requests under load).
+
+The deploys also ship code as a developer's directory holds it (a .env file, a .git
+directory, a virtualenv, caches, world-writable modes) to an app root spelt with a trailing
+slash and two releases kept: none of the clutter reaches the release, the code and the
+virtualenv are read-only for the app, and pruning keeps what the current release uses. The
+converged state comes back when the module ends."""
+
+import base64
 import json
+import os
 import uuid
 
 import pytest
 
-from deploytest import ROOT, Load, main_pid, run_playbook, serving
+from deploytest import ROOT, Load, app_copy, http_get, main_pid, releases, run_playbook, serving
 
 pytestmark = pytest.mark.usefixtures("restore")
 SECRETS = [f"s3cr3t-{uuid.uuid4().hex}", f"s3cr3t-{uuid.uuid4().hex}"]
+PIP_PASSWORD = f"pipPW-{uuid.uuid4().hex}"
+# No "{{" or "{%": Ansible would template those (quote them with !unsafe in an inventory).
+TRICKY = {
+    "APP_VERSION": "1.0.0",
+    "QUOTES": "single ' double \" back ` tick",
+    "DOLLARS": "$HOME ${PATH} $$ \\$ %i %% 100%",
+    "BACKSLASHES": "C:\\path\\to\\ \\n is not a newline \\",
+    "PEM": "-----BEGIN TEST KEY-----\nMIIB+line/two==\n  indented\n-----END TEST KEY-----\n",
+    "UNICODE": "Grüße, café, Ελληνικά, 東京 🚀",
+    "SPACES": "  leading and trailing  ",
+    "HASH": "# not a comment ; nor this",
+    "EMPTY": "",
+    "NUMBER": 42,
+}
+CLUTTER = [".env", ".env.local", ".envrc", ".git/config", "venv/bin/python", ".venv/pyvenv.cfg",
+           "__pycache__/main.cpython-311.pyc", ".pytest_cache/README.md", "sub/__pycache__/x.pyc"]
 
 
-def _worker_environ(host, name):
+def _environ(host, name):
+    """The environment of the app's main process, as bytes per name (read from /proc)."""
     pid = main_pid(host, name)
-    return pid, host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    raw = base64.b64decode(host.check_output(f"base64 -w0 /proc/{pid}/environ"))
+    return pid, dict(entry.split(b"=", 1) for entry in raw.split(b"\0") if entry)
+
+
+@pytest.fixture(scope="module")
+def cluttered_src(tmp_path_factory):
+    src = app_copy(tmp_path_factory, "cluttered")
+    for rel in CLUTTER:
+        path = src / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("LEAKED-CLUTTER\n")
+    (src / "RELEASE_NOTE").chmod(0o666)
+    (src / "sub").chmod(0o777)
+    os.symlink("/etc/hostname", src / "hostname-link")
+    return src
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["new-secret", "changed-secret"])
-def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index):
+def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index, cluttered_src):
     secret = SECRETS[index]
-    pid_before, _ = _worker_environ(host, name)
+    extra = {"fastapi_app_secret_environment": {"API_TOKEN": secret, "TLS_KEY": TRICKY["PEM"] + secret},
+             "fastapi_host_pip_index_url": f"https://deploy-user:{PIP_PASSWORD}@pypi.org/simple",
+             "fastapi_app_environment": TRICKY, "fastapi_app_src": str(cluttered_src),
+             "fastapi_host_root": ROOT + "/", "fastapi_app_keep_releases": 2}
+    pid_before, _ = _environ(host, name)
     since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
     load = Load(url, span_field="pid")
-    result = run_playbook("-vvv", "--diff", "-e", json.dumps({"fastapi_app_secret_environment": {"API_TOKEN": secret}}))
+    result = run_playbook("-vvv", "--diff", "-e", json.dumps(extra))
     stats = load.stop()
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
 
-    # the app has it, through its environment file
-    pid, environ = _worker_environ(host, name)
+    # the app has it, through its environment file, byte for byte
+    pid, environ = _environ(host, name)
     assert pid != pid_before, "a changed secret restarts the app"
-    assert f"API_TOKEN={secret}" in environ.splitlines()
+    assert environ[b"API_TOKEN"] == secret.encode()
+    assert environ[b"TLS_KEY"] == (TRICKY["PEM"] + secret).encode()
+    for key, value in TRICKY.items():
+        assert environ[key.encode()] == str(value).encode("utf-8"), key
     current = host.check_output(f"readlink -f {ROOT}/current")
     env = host.file(f"{current}/app.env")
     assert (env.user, env.group, env.mode) == ("root", "fastapi", 0o640)
     assert secret in env.content_string
+    # the package index password: in root's own /etc/pip.conf only
+    pip_conf = host.file("/etc/pip.conf")
+    assert (pip_conf.user, pip_conf.mode) == ("root", 0o600)
+    assert PIP_PASSWORD in pip_conf.content_string
     # nobody else: not the deploy's output, the unit, the journal; no private key printed
-    assert secret not in out
+    for planted in (secret, PIP_PASSWORD, "BEGIN TEST KEY"):
+        assert planted not in out, f"{planted} printed by the deploy"
     assert "PRIVATE KEY" not in out
     assert secret not in host.check_output(f"cat /etc/systemd/system/{serving(host)[0]}.*")
     journal = host.run(f"journalctl --since '{since}' --no-pager -o cat")
     assert journal.rc == 0 and journal.stdout.strip(), "the journal has the deploy"
-    assert secret not in journal.stdout
-    # the other users of the host cannot read it
+    assert secret not in journal.stdout and PIP_PASSWORD not in journal.stdout
+    # the other users of the host cannot read them; the app cannot read pip's
     assert host.run(f"runuser -u nobody -- cat {current}/app.env").rc != 0
+    assert host.run("runuser -u fastapi -- cat /etc/pip.conf").rc != 0
     # and the switch to it failed no request: old workers answered before it, new ones after
     assert stats["failed"] == 0, stats
     assert stats["started_at"] < result.started and stats["ended_at"] > result.ended, stats
@@ -56,3 +111,51 @@ def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index):
     assert before and after and not before & after, stats["spans"]
     bound = svars["fastapi_service_timeout_stop_sec"] + 10
     assert stats["max_latency_s"] <= bound, f"a request waited {stats['max_latency_s']} s (bound {bound} s)"
+
+
+def test_the_release_holds_the_code_and_nothing_else(host):
+    """After the deploys above (from the cluttered directory): no clutter shipped."""
+    release = host.check_output(f"readlink -f {ROOT}/current")
+    shipped = host.check_output(f"cd {release}/app && find . -mindepth 1 | sort").split()
+    assert "./main.py" in shipped and "./RELEASE_NOTE" in shipped, shipped
+    for rel in CLUTTER:
+        top = "./" + rel.split("/")[0]
+        assert top not in shipped or top == "./sub", f"{rel} was shipped: {shipped}"
+    assert "./sub/__pycache__" not in shipped
+    assert host.run(f"grep -rl LEAKED-CLUTTER {release}/app").rc == 1, "clutter in the release"
+    # a link in the code is shipped as a link; what it points at is left alone
+    assert host.file(f"{release}/app/hostname-link").is_symlink
+    assert (host.file("/etc/hostname").user, host.file("/etc/hostname").mode) == ("root", 0o644)
+
+
+def test_code_and_virtualenv_are_read_only_for_the_app(host, name):
+    release = host.check_output(f"readlink -f {ROOT}/current")
+    venv = host.check_output(f"readlink -f {release}/venv")
+    # whatever modes the source had (0666, 0777): root's, readable by the app's group only
+    loose = host.check_output(f"find {release}/app {venv} ! -type l \\( -perm /022 -o ! -user root \\) | head -5")
+    assert loose == "", f"writable by others than root: {loose}"
+    note = host.file(f"{release}/app/RELEASE_NOTE")
+    assert (note.user, note.group, note.mode) == ("root", "fastapi", 0o640)
+    site = host.check_output(f"ls -d {venv}/lib/python3*/site-packages")
+    for target in (f"{release}/app/main.py", f"{release}/app/new.py", f"{release}/app/sub/new.py",
+                   f"{venv}/bin/python", f"{site}/fastapi/__init__.py", f"{site}/sitecustomize.py", f"{release}/app.env"):
+        wrote = host.run(f"runuser -u fastapi -- sh -c 'echo x >> {target}'")
+        assert wrote.rc != 0 and "Permission denied" in wrote.stderr, f"the app user could write {target}"
+    assert http_get(host, "/health")[0] == 200
+
+
+def test_pruning_keeps_what_kept_releases_use(host, name):
+    """The deploys spelt the app root with a trailing slash and kept 2 releases: pruning
+    removed older releases, but never a virtualenv a kept release links to, and the serving
+    app still starts from it."""
+    kept = releases(host)
+    assert len(kept) >= 2
+    for release in kept:
+        venv = host.check_output(f"readlink -f {ROOT}/releases/{release}/venv")
+        assert host.file(f"{venv}/bin/python").exists, f"release {release} lost its virtualenv {venv}"
+    unit = serving(host)[0]
+    text = host.file(f"/etc/systemd/system/{unit}.service").content_string
+    assert f"{ROOT}/releases/" in text and f"{ROOT}//" not in text, "the root is spelt one way"
+    # the app's next restart (the bug: it died there) starts from the same virtualenv
+    assert host.run(f"systemctl restart {unit}.service").rc == 0
+    assert http_get(host, "/health")[0] == 200
