@@ -42,10 +42,14 @@ def test_app_sees_the_client_not_the_balancer(hosts, lb_ip):
 
 
 def test_uvicorn_trusts_only_the_balancer(hosts, lb_ip):
+    # loopback and every global address of the balancer, IPv4 and IPv6 (those the firewall lets in)
+    lb_addresses = hosts[LB].check_output(
+        "ip -o addr show scope global | awk '{print $4}' | cut -d/ -f1").split()
+    assert lb_ip in lb_addresses
     for name in APPS:
         execstart = hosts[name].check_output("systemctl show -p ExecStart %s", serving(hosts[name])[0])
         trusted = execstart.split("--forwarded-allow-ips ", 1)[1].split()[0].split(",")
-        assert sorted(trusted) == sorted(["127.0.0.1", lb_ip]), trusted
+        assert sorted(trusted) == sorted(["127.0.0.1", "::1", *lb_addresses]), trusted
 
 
 def test_firewall_lets_only_the_balancer_reach_the_app_port(hosts):

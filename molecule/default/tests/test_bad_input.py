@@ -91,6 +91,30 @@ BAD_INPUTS = [
      ["argument 'fastapi_service_extra_args' is of type dict"]),
     ("firewall-source-not-an-address", {"fastapi_firewall_allowed_sources": ["monitoring.example.com"]},
      ["fastapi_firewall_allowed_sources has entries that are not IP addresses", "monitoring.example.com"]),
+    # unsafe settings: refused with why and what to use instead
+    ("trusted-proxies-anyone", {"fastapi_service_forwarded_allow_ips": "*"},
+     ['fastapi_service_forwarded_allow_ips is "*"', "'*' is refused", "set its own address and scheme"]),
+    ("app-user-root", {"fastapi_service_user": "root"},
+     ['fastapi_service_user is "root"', "root is refused", "let the proxy listen there"]),
+    ("unit-line-changes-the-user", {"fastapi_service_unit_extra": ["Nice=5", "User=root"]},
+     ["fastapi_service_unit_extra sets User=root", "use fastapi_service_user"]),
+    ("unit-line-runs-a-root-command", {"fastapi_service_unit_extra": ["ExecStartPre=+/bin/chmod 0777 /srv/fastapi"]},
+     ["fastapi_service_unit_extra has lines that give the app privileges: ExecStartPre=+/bin/chmod 0777 /srv/fastapi",
+      "runs it as root", "fastapi_service_unit_extra_privileged: true"]),
+    ("unit-line-gives-a-capability", {"fastapi_service_unit_extra": ["AmbientCapabilities=CAP_NET_BIND_SERVICE"]},
+     ["give the app privileges: AmbientCapabilities=CAP_NET_BIND_SERVICE"]),
+    ("app-port-is-the-ssh-port", {"fastapi_service_port": 22},
+     ["fastapi_firewall_app_ports ([22, 23]) includes 22, the SSH port", "lock Ansible and you out"]),
+    ("environment-value-a-list", {"fastapi_app_environment": {"HOSTS": ["a", "b"], "OK": "x"}},
+     ["fastapi_app_environment: HOSTS.", "must be a string, a number or true/false"]),
+    ("secret-with-a-nul", {"fastapi_app_secret_environment": {"TOKEN": "abc\u0000def-planted"}},
+     ["fastapi_app_secret_environment: TOKEN.", "without a NUL character"]),
+    ("exclude-pattern-an-option", {"fastapi_app_src_exclude_extra": ["--files-from=/etc/shadow"]},
+     ["fastapi_app_src_exclude_extra have patterns that cannot be used: [\"--files-from=/etc/shadow\"]"]),
+    ("exclude-pattern-everything", {"fastapi_app_src_exclude_extra": ["*"]},
+     ["cannot be used: [\"*\"]", "not one that leaves out everything"]),
+    ("app-root-with-dot-dot", {"fastapi_app_root": "/srv/fastapi/../etc"},
+     ['fastapi_app_root is "/srv/fastapi/../etc"', "no '.' or '..' parts"]),
 ]
 
 
@@ -122,6 +146,7 @@ def test_bad_input_is_refused_before_the_host_changes(host, runs, case, expected
     result = results[case]
     out = result.stdout + result.stderr
     assert result.returncode != 0, out
+    assert "planted" not in out, "a refused secret was printed"
     for words in expected:
         assert " ".join(words.split()) in result.flat, f"{words!r} not in the output:\n{out}"
     # The check play stopped everything: no later play started.

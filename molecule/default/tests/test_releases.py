@@ -8,6 +8,7 @@ the module ends, the converged state is deployed again (the `restore` fixture).
 """
 
 import json
+import uuid
 
 import pytest
 
@@ -173,20 +174,51 @@ def test_pruning_keeps_the_newest_releases(host, tmp_path_factory):
 
 
 def test_deploy_from_git(host):
-    """The code can come from a git repository and ref instead of a directory."""
+    """The code can come from a git repository and ref instead of a directory. The URL has a
+    token in it (git on the host maps it to a local bare repository, as it would reach a real
+    server): the token is never printed (-vvv --diff), not in release.json, and the clone that
+    holds it is root's alone. git's group-writable modes do not reach the release."""
+    token = f"ghp_{uuid.uuid4().hex}"
+    repo_url = f"https://deploy:{token}@git.example.test/org/hello.git"
     made = host.run(
         f"set -e; rm -rf /tmp/gitsrc /srv/git; mkdir -p /srv/git; cp -r {ROOT}/current/app /tmp/gitsrc;"
-        " cd /tmp/gitsrc; echo v6 > RELEASE_NOTE; git init -q -b main; git add -A;"
+        " cd /tmp/gitsrc; echo v6 > RELEASE_NOTE; chmod 0775 RELEASE_NOTE; git init -q -b main; git add -A;"
         " git -c user.email=test@example.com -c user.name=test commit -qm v6;"
-        " git clone -q --bare /tmp/gitsrc /srv/git/hello.git; git rev-parse HEAD")
+        " git clone -q --bare /tmp/gitsrc /srv/git/hello.git;"
+        f" git config --global url./srv/git/hello.git.insteadOf {repo_url}; git rev-parse HEAD")
     assert made.rc == 0, made.stderr
     commit = made.stdout.strip()
-    result = run_playbook("-e", "fastapi_app_src=", "-e", "fastapi_app_git_repo=/srv/git/hello.git",
-                          "-e", "fastapi_app_git_version=main", "-e", "fastapi_app_version=6.0.0")
-    assert result.returncode == 0, result.stdout + result.stderr
+    try:
+        result = run_playbook("-vvv", "--diff", "-e", "fastapi_app_src=", "-e", f"fastapi_app_git_repo={repo_url}",
+                              "-e", "fastapi_app_git_version=main", "-e", "fastapi_app_version=6.0.0")
+    finally:
+        host.run("git config --global --remove-section url./srv/git/hello.git")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-5000:]
+    assert token not in out, "the token was printed"
     release = current_release(host)
     info = json.loads(host.file(f"{ROOT}/releases/{release}/release.json").content_string)
-    assert info["source"] == f"/srv/git/hello.git@{commit}"
+    assert info["source"] == f"https://***@git.example.test/org/hello.git@{commit}"
     assert host.file(f"{ROOT}/releases/{release}/app/RELEASE_NOTE").content_string.strip() == "v6"
     assert not host.file(f"{ROOT}/releases/{release}/app/.git").exists, "an export, not a checkout"
     assert http_json(host, "/")["version"] == "6.0.0"
+    # git archive writes 0664/0775 files: the release is read-only for the app's group all the same
+    assert host.check_output(f"find {ROOT}/releases/{release}/app -perm /022") == ""
+    assert host.file(f"{ROOT}/releases/{release}/app/RELEASE_NOTE").mode == 0o750
+    # the clone keeps the URL (and its token) in .git/config: root's alone
+    assert token in host.check_output(f"cat {ROOT}/repo/.git/config")
+    assert host.run(f"runuser -u fastapi -- cat {ROOT}/repo/.git/config").rc != 0
+    assert host.run(f"runuser -u fastapi -- grep -r {token} {ROOT}/releases/{release}/").rc != 0
+
+
+def test_git_url_token_is_cut_out_of_a_failure(host):
+    """A git URL that cannot be fetched fails the deploy with the URL shown without its token."""
+    token = f"glpat-{uuid.uuid4().hex}"
+    before = current_release(host)
+    result = run_playbook("-vvv", "-e", "fastapi_app_src=", "-e",
+                          f"fastapi_app_git_repo=https://oauth2:{token}@127.0.0.1:9/org/hello.git")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "Could not fetch https://***@127.0.0.1:9/org/hello.git at 'HEAD'" in result.flat, out[-3000:]
+    assert token not in out, "the token was printed"
+    assert current_release(host) == before
