@@ -118,8 +118,8 @@ LAYOUT = [
     (f"{ROOT}/venvs", "root", "fastapi", 0o750, "directory"),
     (f"{ROOT}/current", "root", "fastapi", None, "symlink"),
     ("{release}", "root", "fastapi", 0o750, "directory"),
-    ("{release}/app", "root", "fastapi", 0o755, "directory"),  # inside the 0750 release directory
-    ("{release}/app/main.py", "root", "fastapi", 0o644, "file"),
+    ("{release}/app", "root", "fastapi", 0o750, "directory"),  # the app group reads the code, nobody else
+    ("{release}/app/main.py", "root", "fastapi", 0o640, "file"),
     ("{release}/venv", "root", "root", None, "symlink"),
     ("{release}/app.env", "root", "fastapi", 0o640, "file"),
     ("{release}/release.json", "root", "fastapi", 0o640, "file"),

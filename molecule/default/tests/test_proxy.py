@@ -110,7 +110,7 @@ def test_uvicorn_trusts_only_the_proxy(host, svars):
     execstart = host.check_output(f"systemctl show -p ExecStart {serving(host)[0]}")
     trusted = execstart.split("--forwarded-allow-ips ", 1)[1].split()[0].split(",")
     # loopback and the proxy's own addresses (here the proxy is this host), never "*"
-    own = set(host.check_output("hostname -I").split()) | {"127.0.0.1"}
+    own = set(host.check_output("hostname -I").split()) | {"127.0.0.1", "::1"}
     assert "127.0.0.1" in trusted
     assert set(trusted) <= own, (trusted, own)
 

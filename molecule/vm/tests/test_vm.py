@@ -76,5 +76,8 @@ def test_reboot_brings_the_app_back_on_its_own(vm, host):
             break
         time.sleep(5)
     assert state == ["active", "active", "active"], f"after the reboot: {state}"
+    # the app ports' firewall is in force again, loaded at boot by its unit
+    rules = ssh(vm, "sudo nft list table inet fastapi_firewall")
+    assert rules and rules.returncode == 0 and "fastapi-deploy rules" in rules.stdout, rules
     answer = ssh(vm, "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health")
     assert answer and answer.stdout == "200", answer
