@@ -1,5 +1,5 @@
 """Every change to what an app host serves is a switch, new beside old, with no failed request
-and no wait (the same tests for every scenario with a load balancer: each scenario's
+and no wait (shared by the scenarios with a load balancer on a host of its own: the cluster's
 test_switch_cases.py imports them). Under load through the balancer, with the balancer's
 upstream files watched: a port change, a workers change, an environment change, then a
 code-only redeploy while a slow request is in progress on the serving instance. The cases
