@@ -27,7 +27,7 @@ def table(spec_file: Path) -> str:
             default = "(see defaults/main.yml)"
         else:
             value = opt["default"]
-            default = "`" + (yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            default = "`" + (yaml.safe_dump(value, default_flow_style=True, width=1_000_000).strip().removesuffix("...").strip()
                              if value != "" else '""') + "`"
         rows.append(f"| `{name}` | {opt['type']} | {default} | {desc.replace('|', '/')} |")
     return "\n".join(rows)
