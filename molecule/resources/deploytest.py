@@ -363,3 +363,67 @@ def molecule_ssh_settings():
     molecule, molecule_cfg = read(EPHEMERAL / "ansible.cfg")
     project, _ = read(REPO_ROOT / "ansible.cfg")
     return molecule, project, molecule_cfg
+
+
+class Notifier:
+    """What a deploy's notifiers receive, on the controller: `args()` are the -e options of a
+    run with a command notifier (appends FASTAPI_DEPLOY_JSON and two variables to a file), a
+    webhook (a local HTTP server keeping the JSON it is POSTed), and the `broken` notifiers as
+    well (commands that fail or hang, a webhook that answers 500) when asked. `events()` and
+    `posted` are what arrived, in order."""
+
+    def __init__(self, tmp_path):
+        import http.server
+
+        self.file = Path(tmp_path) / "events.jsonl"
+        self.posted = []
+        notifier = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 (http.server's name)
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                notifier.posted.append(json.loads(body))
+                self.send_response(500 if self.path == "/broken" else 204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def args(self, broken=False):
+        commands = [f"printf '%s\\n' \"$FASTAPI_DEPLOY_JSON\" >> {self.file}",
+                    f"echo \"$FASTAPI_DEPLOY_EVENT $FASTAPI_DEPLOY_USER\" >> {self.file}.env"]
+        if broken:
+            commands += ["echo broken >&2; exit 3", "sleep 60"]
+        return ["-e", json.dumps({"fastapi_deploy_notify_commands": commands,
+                                  "fastapi_deploy_notify_webhook_url": self.url.replace("/hook", "/broken") if broken else self.url,
+                                  "fastapi_deploy_notify_timeout": 3})]
+
+    def events(self):
+        if not self.file.exists():
+            return []
+        return [json.loads(line) for line in self.file.read_text().splitlines()]
+
+    def clear(self):
+        self.file.unlink(missing_ok=True)
+        self.posted.clear()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def lock_holder(host, name=None):
+    """The holder of the app's deploy lock on a host ({} when free)."""
+    name = name or SANDBOX_VARS["fastapi_service_name"]
+    path = f"/var/lib/fastapi-deploy/{name}.lock"
+    return json.loads(host.file(path).content_string) if host.file(path).exists else {}
+
+
+def deploy_log(host, name=None):
+    """The records of the app's deploy log on a host, oldest first."""
+    name = name or SANDBOX_VARS["fastapi_service_name"]
+    path = f"/var/log/fastapi-deploy/{name}.log"
+    return [json.loads(line) for line in host.file(path).content_string.splitlines()] if host.file(path).exists else []

@@ -1,31 +1,54 @@
 """Rolling deploys and rollback across the cluster, under load through the balancer. On each
 host a new instance starts beside the serving one on the other port; the balancer moves to it
 only once it is healthy (seen on the balancer itself: every host's upstream changes once, from
-the old port to the new, never marked down). One host at a time, a broken release that stops
-the rollout at the first host without touching it, two hosts at once (fastapi_deploy_serial=2;
-a percentage, '50%', is what test_switch_cases.py deploys with), rollback.yml, and a new host. The tests run in order, each on the state the one
-before left; the converged state comes back at the end."""
+the old port to the new, never marked down). One host at a time; a broken release that stops
+the rollout at the first host without touching it, and is then known failed on every host; two
+hosts at once (fastapi_deploy_serial=2; a percentage, '50%', is what test_switch_cases.py
+deploys with) while a second deploy is refused by the deploy lock; rollback.yml choosing one
+release for the whole fleet, with retention; the deploy log; notifications; a new host.
+
+The releases have custom ids whose names order otherwise than their times (v9, v10, hotfix1
+in time; hotfix1, v10, v9 by name). The tests run in order, each on the state the one before
+left; the converged state comes back at the end."""
 
 import json
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from conftest import APPS, LB
-from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, app_copy, assert_load_spanned, current_release,
-                        releases, run_playbook, served, serving)
+from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, Notifier, ansible_env, app_copy,
+                        assert_load_spanned, current_release, deploy_log, lock_holder, releases, run_playbook,
+                        served, serving)
 
 pytestmark = pytest.mark.usefixtures("restore")
+TAG = secrets.token_hex(2)  # the hosts may keep releases of an earlier run of this module
+V9, V10, HOTFIX1 = f"v9-{TAG}", f"v10-{TAG}", f"hotfix1-{TAG}"
 STATE = {}
 # A request never waits for a switch (the new instance serves before the balancer moves to it);
 # slack for a 2-core machine running the deploy, the hosts and the load at once.
 SWITCH_BOUND = 5.0
 
 
-def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.yml"):
+@pytest.fixture(scope="module")
+def notifier(tmp_path_factory):
+    n = Notifier(tmp_path_factory.mktemp("notify"))
+    yield n
+    n.close()
+
+
+def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.yml", env=None, during=None):
+    """Run a deploy under load with the balancer watched; `during(result_future)` runs while it does."""
     watcher = BackendWatcher(hosts[LB], "hello-api")
     load = Load(url, span_field=span_field)
     watcher.start()
-    result = run_playbook(*args, playbook=playbook)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(run_playbook, *args, playbook=playbook, env=env)
+        if during:
+            during(future)
+        result = future.result()
     stats = load.stop()
     watcher.stop()
     return result, stats, watcher
@@ -51,19 +74,18 @@ def _assert_moved_once_each(watcher, before):
     return [watcher.moved_at[name][-1] for name in APPS]
 
 
-def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory):
+def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory, notifier):
     before = {name: _units(hosts[name]) for name in APPS}
     STATE["v1"] = _releases_now(hosts)
     STATE["v1_version"] = served(lb_ip)[1].pop()
     result, stats, watcher = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v2')}", "-e", "fastapi_app_version=2.0.0",
-        "-e", "fastapi_deploy_serial=1",
-        "-e", json.dumps({"fastapi_app_pre_start_commands": ['echo "$FASTAPI_RELEASE_ID" > /tmp/pre-start-proof']}))
+        "-e", "fastapi_deploy_serial=1", "-e", f"fastapi_app_release_id={V9}",
+        "-e", json.dumps({"fastapi_app_pre_start_commands": ['echo "$FASTAPI_RELEASE_ID" > /tmp/pre-start-proof']}),
+        *notifier.args(broken=True), env=ansible_env(FASTAPI_DEPLOY_USER="ci-alice"))
     assert result.returncode == 0, result.stdout[-6000:]
-    # one release id on both hosts, new, serving 2.0.0 from both
-    v2 = _releases_now(hosts)
-    assert len(set(v2.values())) == 1 and v2 != STATE["v1"], v2
-    STATE["v2"] = v2[APPS[0]]
+    # one release id on both hosts, the one given, serving 2.0.0 from both
+    assert _releases_now(hosts) == {name: V9 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
     # two batches; the balancer moved each host to its new instance, one host after the other
     assert result.stdout.count("PLAY [Roll the release out") == 2, "two batches of one host"
@@ -78,18 +100,35 @@ def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory
     # the pre-start step ran once for the whole cluster
     proofs = [name for name in APPS if hosts[name].file("/tmp/pre-start-proof").exists]
     assert len(proofs) == 1, proofs
-    assert hosts[proofs[0]].file("/tmp/pre-start-proof").content_string.strip() == STATE["v2"]
+    assert hosts[proofs[0]].file("/tmp/pre-start-proof").content_string.strip() == V9
     # and the clients saw nothing of it
     assert_load_spanned(stats, result, STATE["v1_version"], "2.0.0", SWITCH_BOUND)
+    # the notifiers heard the start and the success, with the run in their environment; the
+    # ones that fail, hang or answer 500 are reported, never printed, and fail nothing
+    events = notifier.events()
+    assert [e["event"] for e in events] == ["started", "succeeded"], events
+    done = events[1]
+    assert done["release"] == V9 and done["previous"] == STATE["v1"][APPS[0]], done
+    assert done["user"] == "ci-alice" and done["hosts"] == " ".join(APPS) and done["failed_hosts"] == "", done
+    assert done["revision"].startswith("sha1:") and done["app_version"] == "2.0.0", done
+    STATE["v9_revision"] = done["revision"]
+    assert notifier.file.with_name("events.jsonl.env").read_text().split("\n")[:2] == ["started ci-alice", "succeeded ci-alice"]
+    assert [p["event"] for p in notifier.posted] == ["started", "succeeded"], "the webhook got the same JSON"
+    assert "notifier 3 of fastapi_deploy_notify_commands exited 3" in result.flat
+    assert "notifier 4 of fastapi_deploy_notify_commands did not finish within 3s" in result.flat
+    assert "fastapi_deploy_notify_webhook_url answered 500" in result.flat
+    assert "/broken" not in result.stdout and "echo broken" not in result.stdout, "notifiers are never printed"
+    assert all(lock_holder(hosts[name]) == {} for name in APPS), "the lock was given back"
 
 
-def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, tmp_path_factory):
+def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, tmp_path_factory, notifier):
     broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
     before = set(releases(hosts[APPS[0]]))
     units_before = {name: _units(hosts[name]) for name in APPS}
+    notifier.clear()
     result, stats, watcher = _deploy_watched(
-        hosts, url, "-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0",
-        "-e", "fastapi_deploy_serial=1", "-e", "fastapi_service_health_timeout=10")
+        hosts, url, "-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0", "-e", f"fastapi_app_release_id={V10}",
+        "-e", "fastapi_deploy_serial=1", "-e", "fastapi_service_health_timeout=10", *notifier.args())
     first, second = APPS
     assert result.returncode != 0
     assert f"stopped at {first} (not switched: the previous instance serves on, untouched)" in result.flat, result.flat[-6000:]
@@ -99,46 +138,119 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     # the balancer's view of both hosts never changed, nor their unit files or serving instance
     assert watcher.seen_down == set() and all(len(m) == 1 for m in watcher.moves.values()), vars(watcher)
     assert {name: _units(hosts[name]) for name in APPS} == units_before
-    assert _releases_now(hosts) == {name: STATE["v2"] for name in APPS}
+    assert _releases_now(hosts) == {name: V9 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
-    made = sorted(set(releases(hosts[first])) - before)
-    assert len(made) == 1 and hosts[first].file(f"{ROOT}/releases/{made[0]}/FAILED").exists, made
     assert "3.0.0" not in stats["versions"], stats
     assert_load_spanned(stats, result, "2.0.0", "2.0.0", SWITCH_BOUND)
+    # the release is known failed on every host, the second one (which never ran it) included
+    assert sorted(set(releases(hosts[first])) - before) == [V10]
+    assert "did not become healthy" in hosts[first].file(f"{ROOT}/releases/{V10}/FAILED").content_string
+    assert f"Release {V10} failed its health check on {first}" in hosts[second].file(f"{ROOT}/releases/{V10}/FAILED").content_string
+    # the notifiers heard the start and the failure, with the reason; the lock was given back
+    events = notifier.events()
+    assert [e["event"] for e in events] == ["started", "failed"], events
+    assert events[1]["release"] == V10 and events[1]["failed_hosts"] == first, events[1]
+    assert f"failed its health check on {first}" in events[1]["result"], events[1]
+    assert [p["event"] for p in notifier.posted] == ["started", "failed"]
+    assert all(lock_holder(hosts[name]) == {} for name in APPS)
 
 
-def test_two_hosts_at_once(hosts, url, lb_ip, tmp_path_factory):
+def test_deploy_log_and_releases_in_time_order(hosts):
+    """releases.yml: each host's releases newest first by creation time (V10 before V9 although
+    'v9' > 'v10' by name), V10 failed there; the fleet's deploy log with the failed and the good
+    deploy, each with its revision and each host's result."""
+    first, second = APPS
+    result = run_playbook(playbook="releases.yml")
+    assert result.returncode == 0, result.stdout[-4000:]
+    out = result.stdout
+    for name in APPS:
+        listing = out[out.index(f"Releases on {name}"):]
+        assert listing.index(f" {V10}  created") < listing.index(f"* {V9}  created"), listing[:1500]
+    assert f"{V10}  created" in out and "FAILED: Release" in out
+    log = result.flat
+    failed_run = log[log.index(f"deploy of release {V10}"):]
+    assert failed_run.startswith(f"deploy of release {V10} (revision sha1:"), failed_run[:300]
+    assert f"failed on {first}" in failed_run[:400]
+    assert f"{first}: failed: The rollout of release {V10} stopped at {first}" in failed_run
+    assert f"{second}: not switched (the run stopped at {first})" in failed_run
+    good_run = log[log.index(f"deploy of release {V9}"):]
+    assert good_run.startswith(f"deploy of release {V9} (revision {STATE['v9_revision']}, app 2.0.0"), good_run[:300]
+    assert "by ci-alice@" in good_run[:400] and ": succeeded" in good_run[:500]
+    assert log.index(f"deploy of release {V10}") < log.index(f"deploy of release {V9}"), "newest first"
+    # the log on each host: a start and an end record per run, appended
+    records = [r for r in deploy_log(hosts[second]) if r.get("release") == V10 or r.get("run") in
+               {x["run"] for x in deploy_log(hosts[second]) if x.get("release") == V10}]
+    assert [r["event"] for r in records] == ["start", "end"], records
+    assert records[1]["result"].startswith("not switched") and records[1]["revision"].startswith("sha1:")
+
+
+def test_two_hosts_at_once_while_a_second_deploy_is_refused(hosts, url, lb_ip, tmp_path_factory):
     """fastapi_deploy_serial=2: one batch, both hosts switch together; each keeps serving on its
-    old instance until its new one is healthy, so no request waits either."""
+    old instance until its new one is healthy, so no request waits either. A second deploy
+    started meanwhile is refused by the deploy lock, saying who holds it and why, and changes
+    nothing; the first finishes."""
     before = {name: _units(hosts[name]) for name in APPS}
+    seen = {}
+
+    def second_deploy(first):
+        deadline = time.time() + 120
+        while not lock_holder(hosts[APPS[1]]) and time.time() < deadline and not first.done():
+            time.sleep(0.3)
+        seen["holder"] = lock_holder(hosts[APPS[1]])
+        seen["result"] = run_playbook("-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'other')}",
+                                      "-e", "fastapi_deploy_message=someone else")
+        seen["first_done"] = first.done()
+
     result, stats, watcher = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v4')}", "-e", "fastapi_app_version=4.0.0",
-        "-e", "fastapi_deploy_serial=2")
+        "-e", "fastapi_deploy_serial=2", "-e", f"fastapi_app_release_id={HOTFIX1}",
+        "-e", "fastapi_deploy_message=hotfix for #1234", env=ansible_env(FASTAPI_DEPLOY_USER="ci-bob"),
+        during=second_deploy)
     assert result.returncode == 0, result.stdout[-6000:]
+    refused = seen["result"]
+    assert seen["holder"].get("user") == "ci-bob", seen
+    assert refused.returncode != 0 and not seen["first_done"], "refused while the first deploy ran"
+    assert "is held by ci-bob@" in refused.flat and "'hotfix for #1234'" in refused.flat, refused.flat[-3000:]
+    assert "Nothing was changed by this run" in refused.flat
+    assert "Wait until it ends" in refused.flat and "that run is gone" not in refused.flat
+    assert "PLAY [Put nginx in front" not in refused.stdout, "stopped before any host changed"
     assert result.stdout.count("PLAY [Roll the release out") == 1, "one batch of two hosts"
     _assert_moved_once_each(watcher, before)
-    v4 = _releases_now(hosts)
-    assert len(set(v4.values())) == 1 and STATE["v2"] not in v4.values(), v4
-    STATE["v4"] = v4[APPS[0]]
+    assert _releases_now(hosts) == {name: HOTFIX1 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"4.0.0"})
     assert_load_spanned(stats, result, "2.0.0", "4.0.0", SWITCH_BOUND)
+    assert all(lock_holder(hosts[name]) == {} for name in APPS), "the first deploy gave its lock back"
 
 
-def test_rollback_across_the_cluster_under_load(hosts, url, lb_ip):
-    """rollback.yml brings every app host back to a named earlier release (v2), under load,
-    failing no request, one host at a time like a deploy. (Named: the broken v3 is marked
-    failed on the first host only, so each host would choose differently by itself; a
-    fleet-wide choice is issue 14's.)"""
+def test_rollback_chooses_one_release_for_the_fleet_under_load(hosts, url, lb_ip, notifier):
+    """rollback.yml with no release named: the newest release good on every host older than
+    the one serving (HOTFIX1), by time, is V9 (V10 failed on the first host and is known failed
+    on both), for every host, under load, one host at a time like a deploy, failing no request.
+    With fastapi_app_keep_releases=2, retention keeps the good releases: the current one (V9),
+    HOTFIX1 (newer than current), the rollback target (the release before V9), and removes the
+    failed V10 and every virtualenv no kept release uses."""
     before = {name: _units(hosts[name]) for name in APPS}
-    result, stats, watcher = _deploy_watched(hosts, url, "-e", f"fastapi_service_rollback_to={STATE['v2']}",
+    notifier.clear()
+    result, stats, watcher = _deploy_watched(hosts, url, "-e", "fastapi_app_keep_releases=2", *notifier.args(),
                                              playbook="rollback.yml")
     assert result.returncode == 0, result.stdout[-6000:]
-    assert _releases_now(hosts) == {name: STATE["v2"] for name in APPS}
+    assert _releases_now(hosts) == {name: V9 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
     assert result.stdout.count("PLAY [Roll back, new beside old") == 2, "two batches of one host"
     first_moved, second_moved = _assert_moved_once_each(watcher, before)
     assert first_moved < second_moved
     assert_load_spanned(stats, result, "4.0.0", "2.0.0", SWITCH_BOUND)
+    events = notifier.events()
+    assert [e["event"] for e in events] == ["started", "rolled_back"], events
+    assert events[1]["release"] == V9 and events[1]["previous"] == HOTFIX1 and events[1]["action"] == "rollback"
+    for name in APPS:
+        kept = set(releases(hosts[name]))
+        assert kept == {STATE["v1"][name], V9, HOTFIX1}, (name, kept)
+        used = {hosts[name].file(f"{ROOT}/releases/{r}/venv").linked_to for r in kept}
+        venvs = {f"{ROOT}/venvs/{v}" for v in hosts[name].check_output(f"ls -1 {ROOT}/venvs").split()}
+        assert venvs == used, name
+        end = [r for r in deploy_log(hosts[name]) if r["event"] == "end"][-1]
+        assert (end["action"], end["result"], end["release"], end["previous"]) == ("rollback", "rolled back", V9, HOTFIX1)
 
 
 def test_a_new_app_host_joins_without_a_dead_backend(hosts, url, lb_ip):

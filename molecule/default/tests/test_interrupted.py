@@ -1,7 +1,8 @@
 """Deploys killed half way (ansible-playbook and its SSH sessions killed with SIGKILL, as a
 lost controller would leave them) keep the host serving, and the next run brings it to a
 checked state: one instance, the one recorded as serving, the new release current, nothing
-left over. Killed (1) while the new instance runs beside the serving one, before it serves,
+left over, once the lock the killed run left is released (the next run is refused until then,
+saying that the run holding it is gone). Killed (1) while the new instance runs beside the serving one, before it serves,
 and (2) just after the switch was recorded, before the old instance was removed. The
 converged state comes back at the end (the `restore` fixture)."""
 
@@ -65,6 +66,16 @@ def test_killed_while_the_new_instance_starts(host, name, address, tmp_path_fact
     assert serving(host) == (unit, port)
     assert current_release(host) == old_release
     assert https_json(address)[0]["version"] != "7.1.0"
+    # the killed run left its lock: the next run is refused, saying that run is gone; the log
+    # shows the killed run as started and never ended
+    refused = run_playbook(*args)
+    assert refused.returncode != 0
+    assert "that run is gone: process" in refused.flat and "(it was stopped or killed half way)" in refused.flat, \
+        refused.flat[-3000:]
+    assert "Nothing was changed by this run" in refused.flat
+    assert deploytest.deploy_log(host)[-1]["event"] == "start"
+    released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
+    assert released.returncode == 0 and f"Released the deploy lock of {name} on" in released.flat, released.stdout[-3000:]
     # the next run removes what the killed one left, and switches
     result = run_playbook(*args)
     assert result.returncode == 0, result.stdout[-6000:]
@@ -80,6 +91,7 @@ def test_killed_just_after_the_switch_was_recorded(host, name, address, tmp_path
     _deploy_killed_when(host, f"grep -qx {other} /var/lib/fastapi-deploy/{name}.serving", *args)
     # the new instance serves (nginx was moved to it before the switch was recorded)
     assert https_json(address)[0]["version"] == "7.2.0"
+    assert run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml").returncode == 0
     result = run_playbook(*args)
     assert result.returncode == 0, result.stdout[-6000:]
     assert serving(host)[0] == other

@@ -3,7 +3,9 @@
 The tests run in order, each on the state the one before left, starting from whatever
 release serves when the module starts (v1: the converged settings): v2 (code-only, under
 load) -> broken v3 (rolled back, under load) -> v4 with a failing pre-start step -> rollback
-to v1 under load -> named rollback to v2 -> refusals -> pruning -> a release from git. When
+to v1 under load -> named rollback to v2 (by the former variable name) -> refusals -> pruning
+(the failed v3 and v4 do not count: v2 stays) -> a release from git (its commit in release.json
+and the deploy log). When
 the module ends, the converged state is deployed again (the `restore` fixture).
 """
 
@@ -12,8 +14,8 @@ import uuid
 
 import pytest
 
-from deploytest import (ROOT, Load, app_copy, assert_load_spanned, current_release, http_json, main_pid,
-                        releases, run_playbook, sandbox_applied, serving)
+from deploytest import (ROOT, Load, app_copy, assert_load_spanned, current_release, deploy_log, http_json,
+                        lock_holder, main_pid, releases, run_playbook, sandbox_applied, serving)
 
 STATE = {}
 
@@ -137,15 +139,17 @@ def test_rollback_to_named_release(host):
 
 @pytest.mark.parametrize("name,words", [
     ("20000101T000000Z", "release '20000101T000000Z' does not exist on"),
-    ("v3", "is marked failed and is never served again"),
+    ("v3", "is marked failed (INSTANCE: Release V3 failed its health check on INSTANCE."),
 ])
-def test_rollback_refuses_missing_or_failed_release(host, name, words):
+def test_rollback_refuses_missing_or_failed_release(host, instance, name, words):
     name = STATE.get(name, name)
-    result = run_playbook("-e", f"fastapi_service_rollback_to={name}", playbook="rollback.yml")
+    words = words.replace("INSTANCE", instance).replace("V3", STATE["v3"])
+    result = run_playbook("-e", f"fastapi_app_rollback_to={name}", playbook="rollback.yml")
     assert result.returncode != 0
-    assert words in result.flat
-    assert "fastapi_service_rollback_to" in result.flat
+    assert words in result.flat, result.flat[-3000:]
+    assert "fastapi_app_rollback_to: " in result.flat and "Nothing was changed" in result.flat
     assert current_release(host) == STATE["v2"]
+    assert lock_holder(host) == {}, "a refused rollback gives its lock back"
 
 
 def test_releases_playbook_lists_them(host):
@@ -163,7 +167,9 @@ def test_pruning_keeps_the_newest_releases(host, tmp_path_factory):
     result = run_playbook(*v5)
     assert result.returncode == 0, result.stdout + result.stderr
     kept = releases(host)
-    assert len(kept) == 2, kept
+    # two good releases: v5 and the rollback target v2; the failed v3 and v4 did not count, and
+    # went (older than the current release)
+    assert set(kept) == {STATE["v2"], current_release(host)}, kept
     assert current_release(host) == kept[-1]
     used = {host.file(f"{ROOT}/releases/{r}/venv").linked_to for r in kept}
     venvs = {f"{ROOT}/venvs/{v}" for v in host.check_output(f"ls -1 {ROOT}/venvs").split()}
@@ -199,6 +205,9 @@ def test_deploy_from_git(host):
     release = current_release(host)
     info = json.loads(host.file(f"{ROOT}/releases/{release}/release.json").content_string)
     assert info["source"] == f"https://***@git.example.test/org/hello.git@{commit}"
+    assert info["revision"] == commit, "the deploy log and releases.yml show the commit"
+    end = [r for r in deploy_log(host) if r["event"] == "end"][-1]
+    assert (end["release"], end["revision"], end["result"]) == (release, commit, "served"), end
     assert host.file(f"{ROOT}/releases/{release}/app/RELEASE_NOTE").content_string.strip() == "v6"
     assert not host.file(f"{ROOT}/releases/{release}/app/.git").exists, "an export, not a checkout"
     assert http_json(host, "/")["version"] == "6.0.0"
