@@ -216,3 +216,21 @@ def test_fleet_view_merges_hosts(fleet):
     assert v10["created"] == "2026-11-26T10:01:00Z", "the earliest creation time of the hosts"
     assert [m["id"] for m in view] == ["20261126T095900Z", "v9", "v10", "hotfix1"]
     assert next(m for m in view if m["id"] == "hotfix1")["current_on"] == ["app1", "app2"]
+
+
+def test_settle_marks_failed_everywhere_records_served_and_prunes(tmp_path, monkeypatch):
+    """What the end of every run does on a host, through the module's own entry point."""
+    make(tmp_path, "r1", "2026-11-26T10:00:00Z")
+    make(tmp_path, "r2", "2026-11-26T10:01:00Z")
+    make(tmp_path, "r3", "2026-11-26T10:02:00Z", served=False)
+    make(tmp_path, "r4", "2026-11-26T10:03:00Z", served=False)
+    point(tmp_path, "r3")
+    args = {"ANSIBLE_MODULE_ARGS": {"state": "settled", "root": str(tmp_path) + "/", "keep": 1,
+                                    "failed": {"r4": "health check on app1", "gone": "x"}}}
+    monkeypatch.setattr("sys.argv", ["x", json.dumps(args)])
+    with pytest.raises(SystemExit):
+        lifecycle.main()
+    assert (tmp_path / "releases/r4/FAILED").read_text() == "health check on app1\n"
+    assert (tmp_path / "releases/r3/SERVED").exists()
+    # keep 1 good: r3 (current, now served); r2 the rollback target; r4 newer than current
+    assert sorted(os.listdir(tmp_path / "releases")) == ["r2", "r3", "r4"]

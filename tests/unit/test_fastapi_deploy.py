@@ -1,4 +1,4 @@
-"""Unit tests of the fastapi_deploy role's code: the deploy lock and log modules (files in a
+"""Unit tests of the fastapi_deploy role's code: the deploy lock and log module (files in a
 temporary directory, as on a host) and the controller's filters (who holds a lock and whether
 that run is gone, the fleet's deploy log as text)."""
 
@@ -20,8 +20,8 @@ def load(name, path):
     return module
 
 
-lock = load("fastapi_deploy_lock", ROLE / "library/fastapi_deploy_lock.py")
-log = load("fastapi_deploy_log", ROLE / "library/fastapi_deploy_log.py")
+run = load("fastapi_deploy_run", ROLE / "library/fastapi_deploy_run.py")
+lock = log = run  # the lock and the log are kept by one module
 filters = load("fastapi_deploy_filters", ROLE / "filter_plugins/fastapi_deploy.py")
 
 
@@ -30,7 +30,7 @@ def holder(run, **kw):
 
 
 def test_only_one_run_takes_the_lock_and_it_is_reentrant(tmp_path):
-    path = lock.lock_path(str(tmp_path), "hello-api")
+    path = str(tmp_path / "hello-api.lock")
     assert lock.acquire(path, holder("r1")) == (True, holder("r1"))
     assert lock.acquire(path, holder("r1"))[0], "the same run again"
     taken, current = lock.acquire(path, holder("r2"))
@@ -39,7 +39,7 @@ def test_only_one_run_takes_the_lock_and_it_is_reentrant(tmp_path):
 
 
 def test_many_runs_at_once_one_wins(tmp_path):
-    path = lock.lock_path(str(tmp_path), "app")
+    path = str(tmp_path / "app.lock")
     results = []
     threads = [threading.Thread(target=lambda i=i: results.append(lock.acquire(path, holder(f"r{i}"))[0]))
                for i in range(20)]
@@ -51,7 +51,7 @@ def test_many_runs_at_once_one_wins(tmp_path):
 
 
 def test_release_only_by_its_run_unless_forced(tmp_path):
-    path = lock.lock_path(str(tmp_path), "app")
+    path = str(tmp_path / "app.lock")
     lock.acquire(path, holder("r1"))
     assert lock.release(path, "r2", False) == (False, holder("r1"))
     assert os.path.exists(path)

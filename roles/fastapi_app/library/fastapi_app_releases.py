@@ -26,11 +26,14 @@ options:
         I(protect), the rollback target (the newest good release older than the current one),
         and any release newer than the current one (a failed one until a newer release serves),
         and removes the other releases and every virtualenv no kept release uses.
+      - C(settled) is what every deploy and rollback does at its end - marks the releases in
+        I(failed) failed (where they exist), records that the current release served, then
+        C(pruned).
       - C(chosen) chooses one release for a whole fleet from I(fleet) (changes nothing): I(wanted)
         if it is good on every host, or else the newest release good on every host that is older
         than the newest release any host serves.
     type: str
-    choices: [list, failed, served, pruned, chosen]
+    choices: [list, failed, served, pruned, settled, chosen]
     default: list
   root:
     description: The app root (fastapi_app_root).
@@ -42,8 +45,12 @@ options:
     description: Why the release failed (C(failed)).
     type: str
     default: ""
+  failed:
+    description: C(settled) only. Release id to the reason it failed.
+    type: dict
+    default: {}
   keep:
-    description: How many good releases to keep (C(pruned)).
+    description: How many good releases to keep (C(pruned), C(settled)).
     type: int
     default: 5
   protect:
@@ -159,6 +166,8 @@ def read_all(root):
     releases = order([read_release(releases_dir, rid) for rid in ids])
     for r in releases:
         r["current"] = r["id"] == current
+        if r["current"] and not r["failed"]:
+            r["served"] = True  # it serves now (a play that uses the roles alone records no SERVED)
     return releases, current
 
 
@@ -291,7 +300,9 @@ def prune(root, keep, protect, check_mode):
 def main():
     module = AnsibleModule(
         argument_spec={
-            "state": {"type": "str", "default": "list", "choices": ["list", "failed", "served", "pruned", "chosen"]},
+            "state": {"type": "str", "default": "list",
+                      "choices": ["list", "failed", "served", "pruned", "settled", "chosen"]},
+            "failed": {"type": "dict", "default": {}},
             "root": {"type": "path"},
             "release": {"type": "str"},
             "reason": {"type": "str", "default": ""},
@@ -301,7 +312,8 @@ def main():
             "wanted": {"type": "str", "default": ""},
         },
         required_if=[("state", "list", ["root"]), ("state", "failed", ["root", "release"]),
-                     ("state", "served", ["root", "release"]), ("state", "pruned", ["root"])],
+                     ("state", "served", ["root", "release"]), ("state", "pruned", ["root"]),
+                     ("state", "settled", ["root"])],
         supports_check_mode=True,
     )
     p = module.params
@@ -321,8 +333,16 @@ def main():
         module.exit_json(changed=changed, release=p["release"])
     if p["keep"] < 1:
         module.fail_json(msg=f"keep must be 1 or more, not {p['keep']}")
+    marked = []
+    if p["state"] == "settled":
+        releases_dir = os.path.join(root, "releases")
+        marked = [rid for rid, reason in sorted(p["failed"].items())
+                  if mark(releases_dir, rid, "FAILED", str(reason or "failed"), module.check_mode)]
+        current = read_all(root)[1]
+        if current and mark(releases_dir, current, "SERVED", now_text(), module.check_mode):
+            marked.append(f"{current} served")
     gone, unused = prune(root, p["keep"], p["protect"], module.check_mode)
-    module.exit_json(changed=bool(gone or unused), removed=gone, removed_venvs=unused)
+    module.exit_json(changed=bool(marked or gone or unused), marked=marked, removed=gone, removed_venvs=unused)
 
 
 if __name__ == "__main__":
