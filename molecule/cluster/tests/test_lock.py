@@ -57,8 +57,8 @@ def test_a_lock_left_by_a_killed_run_is_explained_and_released_by_hand(hosts, fr
 
 
 def test_a_maintenance_lock_stops_deploys_and_rollbacks_until_released(hosts, free_lock):
-    taken = run_playbook("-e", "fastapi_deploy_lock_action=acquire", "-e", "fastapi_deploy_message=db upgrade, 20 min",
-                         playbook="lock.yml")
+    taken = run_playbook("-e", "fastapi_deploy_lock_action=acquire", "-e", "fastapi_deploy_message='db upgrade, 20 min'",
+                         playbook="lock.yml")  # quoted inside, as in a shell: -e "fastapi_deploy_message='...'"
     assert taken.returncode == 0, taken.stdout[-3000:]
     assert "holds the deploy lock of hello-api: db upgrade, 20 min" in taken.flat
     holders = [lock_holder(hosts[name]) for name in APPS]

@@ -166,13 +166,14 @@ def test_deploy_log_and_releases_in_time_order(hosts):
     for name in APPS:
         listing = out[out.index(f"Releases on {name}"):]
         assert listing.index(f" {V10}  created") < listing.index(f"* {V9}  created"), listing[:1500]
-    assert f"{V10}  created" in out and "FAILED: Release" in out
+    v10_lines = [line for line in out.splitlines() if f" {V10}  created" in line]
+    assert len(v10_lines) == 2 and all("  FAILED: " in line for line in v10_lines), v10_lines
     log = result.flat
     failed_run = log[log.index(f"deploy of release {V10}"):]
     assert failed_run.startswith(f"deploy of release {V10} (revision sha1:"), failed_run[:300]
     assert f"failed on {first}" in failed_run[:400]
-    assert f"{first}: failed: The rollout of release {V10} stopped at {first}" in failed_run
-    assert f"{second}: not switched (the run stopped at {first})" in failed_run
+    assert f"{first}: failed (before: {V9}): The rollout of release {V10} stopped at {first}" in failed_run
+    assert f"{second}: not switched (the run stopped at {first}) (before: {V9})" in failed_run
     good_run = log[log.index(f"deploy of release {V9}"):]
     assert good_run.startswith(f"deploy of release {V9} (revision {STATE['v9_revision']}, app 2.0.0"), good_run[:300]
     assert "by ci-alice@" in good_run[:400] and ": succeeded" in good_run[:500]
@@ -198,13 +199,13 @@ def test_two_hosts_at_once_while_a_second_deploy_is_refused(hosts, url, lb_ip, t
             time.sleep(0.3)
         seen["holder"] = lock_holder(hosts[APPS[1]])
         seen["result"] = run_playbook("-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'other')}",
-                                      "-e", "fastapi_deploy_message=someone else")
+                                      "-e", json.dumps({"fastapi_deploy_message": "someone else"}))
         seen["first_done"] = first.done()
 
     result, stats, watcher = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v4')}", "-e", "fastapi_app_version=4.0.0",
         "-e", "fastapi_deploy_serial=2", "-e", f"fastapi_app_release_id={HOTFIX1}",
-        "-e", "fastapi_deploy_message=hotfix for #1234", env=ansible_env(FASTAPI_DEPLOY_USER="ci-bob"),
+        "-e", json.dumps({"fastapi_deploy_message": "hotfix for #1234"}), env=ansible_env(FASTAPI_DEPLOY_USER="ci-bob"),
         during=second_deploy)
     assert result.returncode == 0, result.stdout[-6000:]
     refused = seen["result"]
