@@ -59,7 +59,8 @@ def test_tampered_lock_file_is_refused(host, before, tmp_path):
     assert result.returncode != 0
     assert "DO NOT MATCH THE HASHES" in result.flat, result.stdout[-4000:]
     assert "idna" in result.flat
-    assert "PLAY [Roll the release out" not in result.stdout, "nothing was switched"
+    assert "The deploy stopped while preparing" in result.flat, result.stdout[-4000:]
+    assert "tasks/switch.yml for" not in result.flat, "nothing was switched (the rollout's batches did not start)"
     _untouched(host, before)
 
 
