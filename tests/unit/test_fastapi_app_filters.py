@@ -50,3 +50,40 @@ def test_url_has_credentials(url, has):
 ])
 def test_redact_url(text, redacted):
     assert filters.fastapi_redact_url(text) == redacted
+
+
+# `pip check` in a virtualenv built from an incomplete and inconsistent lock (pip 23.2, as
+# printed; pip 25 prints the same two forms).
+PIP_CHECK = """\
+httpx 0.28.1 requires anyio, which is not installed.
+httpx 0.28.1 requires idna, which is not installed.
+email-validator 2.3.0 requires idna>=2.0.0, which is not installed.
+pydantic 2.12.3 has requirement pydantic-core==2.41.4, but you have pydantic-core 2.41.0.
+"""
+
+
+def test_pip_check_names_each_missing_package_once_with_what_needs_it():
+    problems = filters.fastapi_lock_check_problems(PIP_CHECK)
+    assert problems["missing"] == {"anyio": ["httpx 0.28.1"], "idna": ["email-validator 2.3.0", "httpx 0.28.1"]}
+    assert problems["conflicts"] == ["pydantic 2.12.3 needs pydantic-core==2.41.4, but the lock has pydantic-core 2.41.0"]
+    assert problems["other"] == []
+
+
+def test_pip_check_names_are_canonical_and_lines_it_does_not_know_are_kept():
+    problems = filters.fastapi_lock_check_problems(
+        "Foo 1.0 requires Typing_Extensions[x]>=4; python_version < '3.12', which is not installed.\n"
+        "bar 2.0 is not supported on this platform\nNo broken requirements found.\n")
+    assert problems["missing"] == {"typing-extensions": ["Foo 1.0"]}
+    assert problems["other"] == ["bar 2.0 is not supported on this platform"]
+    assert filters.fastapi_lock_check_problems("No broken requirements found.\n") == \
+        {"missing": {}, "conflicts": [], "other": []}
+
+
+def test_lock_check_message_names_the_lock_the_packages_and_the_fix():
+    message = filters.fastapi_lock_check_message(PIP_CHECK, "/src/app/requirements.lock")
+    assert "The lock file /src/app/requirements.lock is incomplete or inconsistent" in message
+    assert "missing: idna (needed by email-validator 2.3.0, httpx 0.28.1) is not in the lock file" in message
+    assert "conflict: pydantic 2.12.3 needs pydantic-core==2.41.4" in message
+    assert "scripts/lock.sh APP_DIR" in message
+    assert "the current one serves on" in message
+    assert "failed without saying why" in filters.fastapi_lock_check_message("", "x.lock")

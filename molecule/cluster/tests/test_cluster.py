@@ -6,8 +6,30 @@ import json
 import re
 import subprocess
 
+import pytest
+import yaml
+
 from conftest import APPS, LB
-from deploytest import SANDBOX_VARS, container_ip, https_json, served, serving
+from deploytest import REPO_ROOT, ROOT, SANDBOX_VARS, container_ip, current_release, http_json, https_json, served, serving
+
+# The cluster deploys a lock a year behind the index (group_vars/fastapi_servers/10-cluster.yml).
+CLUSTER_VARS = yaml.safe_load((REPO_ROOT / "molecule/cluster/group_vars/fastapi_servers/10-cluster.yml").read_text())
+OLD_LOCK = REPO_ROOT / "molecule/cluster/lock-2025-11-01/requirements.lock"
+
+# On the host, with the virtualenv's own Python: the lock's lines whose markers hold there
+# (as pip evaluates them: its own packaging), and every distribution in the virtualenv.
+LOCK_VS_VENV = r"""
+import importlib.metadata, json, re, sys
+from pip._vendor.packaging.markers import Marker
+from pip._vendor.packaging.utils import canonicalize_name
+want = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*(.+?))?\s*\\?$", line)
+    if m and (not m.group(3) or Marker(m.group(3)).evaluate()):
+        want[canonicalize_name(m.group(1))] = m.group(2)
+have = {canonicalize_name(d.metadata["Name"]): d.version for d in importlib.metadata.distributions()}
+print(json.dumps({"want": want, "have": have, "python": "%d.%d" % sys.version_info[:2]}))
+"""
 
 # The app's instances take turns on its port and the next one: both are guarded.
 PORTS = (SANDBOX_VARS["fastapi_service_port"], SANDBOX_VARS["fastapi_service_port"] + 1)
@@ -71,3 +93,21 @@ def test_firewall_lets_only_the_balancer_reach_the_app_port(hosts):
     assert sorted(int(p) for p in dropped.group(1).split(",")) == sorted(PORTS), rules
     assert " 22" not in rules and " 443" not in rules
     assert hosts[target].service("fastapi-firewall").is_enabled
+
+
+@pytest.mark.parametrize("app", APPS)
+def test_lock_behind_the_index_installs_exactly_what_it_lists(hosts, app):
+    host = hosts[app]
+    venv = host.check_output(f"readlink -f {ROOT}/releases/{current_release(host)}/venv")
+    assert host.file(f"{venv}/requirements.lock").content_string == OLD_LOCK.read_text(), "not the 2025 lock"
+    found = json.loads(host.check_output(f"{venv}/bin/python - {venv}/requirements.lock <<'EOF'\n{LOCK_VS_VENV}\nEOF"))
+    want, have = found["want"], found["have"]
+    assert want["uvicorn"] == "0.38.0" and "colorama" not in want  # markers: win32 only
+    # every locked package at its locked version, and nothing else but the virtualenv's own
+    # installer (python3 -m venv puts pip there, and setuptools on Python 3.11)
+    assert {k: have.get(k) for k in want} == want
+    assert set(have) - set(want) <= {"pip", "setuptools"}, sorted(set(have) - set(want))
+    debian = host.file("/etc/debian_version").content_string.split(".")[0]
+    assert found["python"] == {"12": "3.11", "13": "3.13"}[debian]  # the same lock on both releases
+    # and the app answers with the locked FastAPI
+    assert http_json(host, "/")["fastapi"] == CLUSTER_VARS["fastapi_app_fastapi_version"] == want["fastapi"]

@@ -1,8 +1,9 @@
 """What goes into the virtualenv: a patch-range FastAPI pin deploys (and installs that
-patch), and pip refuses a package that is not the one the lock file's hashes name, from the
-index (a tampered lock file) or from a wheelhouse (a tampered wheel); the release that
-needed it is never served and the current one serves on. The converged state comes back
-when the module ends."""
+patch); pip refuses a package that is not the one the lock file's hashes name, from the
+index (a tampered lock file) or from a wheelhouse (a tampered wheel); a lock that lacks a
+package its packages need is refused by name (nothing is resolved against the index to fill
+the gap). The release that needed it is never served and the current one serves on. The
+converged state comes back when the module ends."""
 
 import re
 import shutil
@@ -27,6 +28,18 @@ def _tamper_hashes(text, package):
             line = re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, line)
         out.append(line)
     assert out != lines, f"{package} is not in the lock file"
+    return "\n".join(out) + "\n"
+
+
+def _without(text, package):
+    """The lock file without `package` (its line, hashes and comments)."""
+    out, inside = [], False
+    for line in text.splitlines():
+        if re.match(r"^[A-Za-z0-9_.\-\[\]]+==", line):
+            inside = line.lower().startswith(f"{package}==")
+        if not inside:
+            out.append(line)
+    assert len(out) < len(text.splitlines()), f"{package} is not in the lock file"
     return "\n".join(out) + "\n"
 
 
@@ -81,4 +94,26 @@ def test_tampered_wheel_in_the_wheelhouse_is_refused(host, before, tmp_path):
     assert result.returncode != 0
     assert "DO NOT MATCH THE HASHES" in result.flat, result.stdout[-4000:]
     assert "idna" in result.flat
+    _untouched(host, before)
+
+
+def test_incomplete_lock_file_is_refused_by_name(host, before, tmp_path):
+    # idna is needed by anyio, email-validator and httpx, and named by nothing in requirements.in
+    lock = tmp_path / "requirements.lock"
+    lock.write_text(_without(LOCK.read_text(), "idna"))
+    result = run_playbook("-e", f"fastapi_app_requirements_lock={lock}")
+    assert result.returncode != 0
+    assert f"The lock file {lock} is incomplete or inconsistent" in result.flat, result.stdout[-4000:]
+    assert re.search(r"missing: idna \(needed by [^)]*anyio [0-9.]+", result.flat), result.stdout[-4000:]
+    assert "scripts/lock.sh APP_DIR" in result.flat
+    assert "The deploy stopped while preparing" in result.flat, result.stdout[-4000:]
+    assert "tasks/switch.yml for" not in result.flat, "nothing was switched (the rollout's batches did not start)"
+    # its virtualenv holds what the lock lists, without idna (nothing resolved from the index to
+    # fill the gap), and is not marked complete (the next deploy builds it again)
+    broken = host.check_output(f"grep -L '^idna==' {ROOT}/venvs/*/requirements.lock").split()
+    assert len(broken) == 1, broken
+    venv = broken[0].rsplit("/", 1)[0]
+    assert host.run(f"{venv}/bin/python -c 'import importlib.metadata as m; print(m.version(\"anyio\"))'").rc == 0
+    assert host.run(f"{venv}/bin/python -c 'import importlib.metadata as m; m.version(\"idna\")'").rc != 0
+    assert not host.file(f"{venv}/.fastapi-deploy-complete").exists
     _untouched(host, before)
