@@ -108,12 +108,7 @@ def test_incomplete_lock_file_is_refused_by_name(host, before, tmp_path):
     assert "scripts/lock.sh APP_DIR" in result.flat
     assert "The deploy stopped while preparing" in result.flat, result.stdout[-4000:]
     assert "tasks/switch.yml for" not in result.flat, "nothing was switched (the rollout's batches did not start)"
-    # its virtualenv holds what the lock lists, without idna (nothing resolved from the index to
-    # fill the gap), and is not marked complete (the next deploy builds it again)
-    broken = host.check_output(f"grep -L '^idna==' {ROOT}/venvs/*/requirements.lock").split()
-    assert len(broken) == 1, broken
-    venv = broken[0].rsplit("/", 1)[0]
-    assert host.run(f"{venv}/bin/python -c 'import importlib.metadata as m; print(m.version(\"anyio\"))'").rc == 0
-    assert host.run(f"{venv}/bin/python -c 'import importlib.metadata as m; m.version(\"idna\")'").rc != 0
-    assert not host.file(f"{venv}/.fastapi-deploy-complete").exists
+    # pip check found idna missing in the new virtualenv: nothing filled the gap from the index.
+    # The run's pruning removed that virtualenv (no release uses it).
+    assert host.run(f"grep -L '^idna==' {ROOT}/venvs/*/requirements.lock").stdout.split() == []
     _untouched(host, before)
