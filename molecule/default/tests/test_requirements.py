@@ -18,29 +18,28 @@ LOCK = REPO_ROOT / "examples/hello_api/requirements.lock"
 PIN = SANDBOX_VARS["fastapi_app_fastapi_version"]
 
 
-def _tamper_hashes(text, package):
-    """The lock file with every hash of `package` replaced by another."""
+def _edit_package(text, package, edit):
+    """The lock file with each line of `package`'s entry (its pin, hashes and comments) replaced
+    by edit(line), a line or None to drop it."""
     lines, out, inside = text.splitlines(), [], False
     for line in lines:
         if re.match(r"^[A-Za-z0-9_.\-\[\]]+==", line):
             inside = line.lower().startswith(f"{package}==")
-        if inside:
-            line = re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, line)
-        out.append(line)
+        line = edit(line) if inside else line
+        if line is not None:
+            out.append(line)
     assert out != lines, f"{package} is not in the lock file"
     return "\n".join(out) + "\n"
 
 
+def _tamper_hashes(text, package):
+    """The lock file with every hash of `package` replaced by another."""
+    return _edit_package(text, package, lambda line: re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, line))
+
+
 def _without(text, package):
-    """The lock file without `package` (its line, hashes and comments)."""
-    out, inside = [], False
-    for line in text.splitlines():
-        if re.match(r"^[A-Za-z0-9_.\-\[\]]+==", line):
-            inside = line.lower().startswith(f"{package}==")
-        if not inside:
-            out.append(line)
-    assert len(out) < len(text.splitlines()), f"{package} is not in the lock file"
-    return "\n".join(out) + "\n"
+    """The lock file without `package`."""
+    return _edit_package(text, package, lambda line: None)
 
 
 def _untouched(host, before):
