@@ -11,6 +11,11 @@ source "$(dirname "$0")/lib.sh"
 
 MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 PACKAGES="systemd,systemd-sysv,udev,dbus,linux-image-cloud-amd64,openssh-server,sudo,python3,python3-apt,ca-certificates,iproute2,curl"
+# The packages the roles install (fastapi_host, fastapi_proxy, fastapi_firewall), installed here
+# at native speed: under software emulation dpkg takes minutes for them. The deploy still runs
+# its apt tasks (the package lists are removed below, so it fetches them) and finds them present;
+# the container scenarios prove the install itself on hosts that lack them.
+PACKAGES="${PACKAGES},python3-venv,python3-packaging,git,nginx,openssl,nftables"
 RECIPE=1
 SIZE="${VM_DISK_SIZE:-6G}"
 

@@ -214,12 +214,32 @@ def restore_converged_state(limit=None):
     return result
 
 
-@pytest.fixture(scope="module")
-def restore():
-    """Use in a test module that changes what the hosts serve (each scenario's conftest
-    imports it): the converged state comes back when the module ends, whatever happened."""
+def _changed_marker():
+    """Left in the scenario's ephemeral directory while the hosts may differ from converge."""
+    return EPHEMERAL / "hosts-changed-by-a-test"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def converged():
+    """Every test module starts from the converged state (each scenario's conftest imports this
+    fixture, which then applies to every module): if a module that changed what the hosts serve
+    ran before (the `restore` fixture's marker), the scenario's settings are deployed again
+    first. The change a scenario's last module made is never undone: destroy follows. A module
+    run by itself after it finds the marker and restores too."""
+    if _changed_marker().exists():
+        restore_converged_state()
+        _changed_marker().unlink()
     yield
-    restore_converged_state()
+
+
+@pytest.fixture(scope="module")
+def restore(converged):
+    """Use in a test module that changes what the hosts serve (each scenario's conftest
+    imports it): the next module, or the next test run, starts by deploying the converged state
+    again (the `converged` fixture). Marked before the module's first change, so that a module
+    that fails or is killed half way is undone too."""
+    _changed_marker().touch()
+    yield
 
 
 class Load:

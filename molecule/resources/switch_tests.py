@@ -4,7 +4,7 @@ test_switch_cases.py imports them). Under load through the balancer, with the ba
 upstream files watched: a port change, a workers change, an environment change, then a
 code-only redeploy while a slow request is in progress on the serving instance. The cases
 build on each other (each keeps the settings of the ones before); the converged state comes
-back at the end (the `restore` fixture).
+back before the next module (the `restore` fixture).
 
 Needs the fixtures `app_hosts` ({inventory name: testinfra host}), `balancer` (the load
 balancer's testinfra host), `url` (the app through the balancer), `name` (the app's unit name)

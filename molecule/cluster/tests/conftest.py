@@ -1,6 +1,7 @@
 """Fixtures of the cluster scenario: a load balancer and two app hosts. The helpers are in
 molecule/resources/deploytest.py. Every test file stands alone: one that changes what the
-hosts serve restores the converged state when it ends."""
+hosts serve (the `restore` fixture) has the converged state deployed again before the next
+module starts (the `converged` fixture), not after the last one (destroy follows)."""
 
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pytest
 import testinfra
 
 import deploytest
-from deploytest import restore  # noqa: F401  (a fixture: the converged state back after a module)
+from deploytest import converged, restore  # noqa: F401  (fixtures: every module starts from the converged state)
 
 PLATFORMS = deploytest.use_scenario(Path(__file__).resolve().parents[1])
 LB = next(p["name"] for p in PLATFORMS if "fastapi_proxies" in p["groups"])

@@ -9,7 +9,7 @@ release for the whole fleet, with retention; the deploy log; notifications; a ne
 
 The releases have custom ids whose names order otherwise than their times (v9, v10, hotfix1
 in time; hotfix1, v10, v9 by name). The tests run in order, each on the state the one before
-left; the converged state comes back at the end."""
+left; the converged state comes back before the next module."""
 
 import json
 import secrets

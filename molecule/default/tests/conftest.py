@@ -1,7 +1,8 @@
 """Fixtures of the default scenario: one host that is both the app host and its nginx proxy
 (the single-host layout), converged with the sandbox inventory's settings. The helpers are
 in molecule/resources/deploytest.py. Every test file stands alone: one that changes what the
-host serves restores the converged state when it ends (deploytest.restore_converged_state).
+host serves (the `restore` fixture) has the converged state deployed again before the next
+module starts (the `converged` fixture), not after the last one (destroy follows).
 """
 
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 import testinfra
 
 import deploytest
-from deploytest import restore  # noqa: F401  (a fixture: the converged state back after a module)
+from deploytest import converged, restore  # noqa: F401  (fixtures: every module starts from the converged state)
 
 PLATFORMS = deploytest.use_scenario(Path(__file__).resolve().parents[1])
 INSTANCE = PLATFORMS[0]["name"]

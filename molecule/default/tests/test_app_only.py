@@ -3,7 +3,7 @@ the app's own port. A new release is first tried on a loopback port beside the s
 instance; only once it is healthy does the serving instance restart in place on it, keeping
 its socket (connections wait in its queue: the one stall left, bounded by the stop and the
 start; none refused). A release that fails its trial leaves the serving instance untouched.
-The converged state (behind nginx) comes back at the end (the `restore` fixture)."""
+The converged state (behind nginx) comes back before the next module (the `restore` fixture)."""
 
 import json
 

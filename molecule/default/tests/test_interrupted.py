@@ -4,7 +4,7 @@ checked state: one instance, the one recorded as serving, the new release curren
 left over, once the lock the killed run left is released (the next run is refused until then,
 saying that the run holding it is gone). Killed (1) while the new instance runs beside the serving one, before it serves,
 and (2) just after the switch was recorded, before the old instance was removed. The
-converged state comes back at the end (the `restore` fixture)."""
+converged state comes back before the next module (the `restore` fixture)."""
 
 import os
 import signal

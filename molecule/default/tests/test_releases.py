@@ -6,7 +6,7 @@ load) -> broken v3 (rolled back, under load) -> v4 with a failing pre-start step
 to v1 under load -> named rollback to v2 (by the former variable name) -> refusals -> pruning
 (the failed v3 and v4 do not count: v2 stays) -> a release from git (its commit in release.json
 and the deploy log). When
-the module ends, the converged state is deployed again (the `restore` fixture).
+the module ends, the next module starts from the converged state again (the `restore` fixture).
 """
 
 import json
