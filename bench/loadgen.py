@@ -5,7 +5,9 @@ It sends --requests GET requests over --concurrency parallel clients, one new TC
 connection per request (Connection: close), except for the first --keep-alive clients, which
 keep their connection open from one request to the next (and, as HTTP clients do for an
 idempotent request, send it again once on a new connection when the server closed the idle
-connection before answering: counted in "keepalive_retries"). It stops by itself: after the last request,
+connection before answering: counted in "keepalive_retries"). The last --post clients send POST
+instead of GET (a write: never sent again, by them or by nginx, whatever failed; "post_ok" and
+"get_ok" count the answers of each). It stops by itself: after the last request,
 after --max-seconds, or as soon as --stop-file exists. It prints one JSON object: how many
 requests answered 200, how many failed and why, and which app versions and hosts answered
 (from the JSON fields "version" and "host"), when the load started and ended and when each
@@ -41,6 +43,8 @@ def main() -> int:
     parser.add_argument("--stop-file", help="stop as soon as this file exists")
     parser.add_argument("--keep-alive", type=int, default=0, metavar="N",
                         help="the first N clients keep their connection open between requests")
+    parser.add_argument("--post", type=int, default=0, metavar="N",
+                        help="the last N clients send POST (never retried) instead of GET")
     parser.add_argument("--span-field", default="version",
                         help="JSON field whose values' first and last answers are reported (spans)")
     args = parser.parse_args()
@@ -79,12 +83,16 @@ def main() -> int:
             return http.client.HTTPSConnection(url.hostname, url.port or 443, timeout=args.timeout, context=tls)
         return http.client.HTTPConnection(url.hostname, url.port or 80, timeout=args.timeout)
 
-    def send(conn, keep_alive):
-        conn.request("GET", path, headers={} if keep_alive else {"Connection": "close"})
+    def send(conn, keep_alive, method):
+        headers = {} if keep_alive else {"Connection": "close"}
+        if method == "POST":
+            conn.request("POST", path, body=b"{}", headers={**headers, "Content-Type": "application/json"})
+        else:
+            conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
         return resp, resp.read()
 
-    def client(keep_alive: bool) -> None:
+    def client(keep_alive: bool, method: str) -> None:
         conn = None
         while take():
             start = time.monotonic()
@@ -93,16 +101,16 @@ def main() -> int:
                 reused = conn is not None
                 conn = conn or connect()
                 try:
-                    resp, body = send(conn, keep_alive)
+                    resp, body = send(conn, keep_alive, method)
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
-                    if not reused:
+                    if not reused or method == "POST":
                         raise
                     # the server closed the idle connection as the request went out: once more, new
                     conn.close()
                     conn = connect()
                     with lock:
                         counts["keepalive_retries"] += 1
-                    resp, body = send(conn, keep_alive)
+                    resp, body = send(conn, keep_alive, method)
                 if not keep_alive or resp.will_close:
                     conn.close()
                     conn = None
@@ -115,6 +123,7 @@ def main() -> int:
                     key = str(data.get(args.span_field, "?"))
                     with lock:
                         counts["ok"] += 1
+                        counts[f"{method.lower()}_ok"] += 1
                         versions[version] += 1
                         span = spans.setdefault(key, [start_at, start_at])
                         span[0] = min(span[0], start_at)
@@ -143,7 +152,8 @@ def main() -> int:
         if conn is not None:
             conn.close()
 
-    threads = [threading.Thread(target=client, args=(i < args.keep_alive,)) for i in range(args.concurrency)]
+    threads = [threading.Thread(target=client, args=(i < args.keep_alive, "POST" if i >= args.concurrency - args.post else "GET"))
+               for i in range(args.concurrency)]
     for t in threads:
         t.start()
     for t in threads:
@@ -154,6 +164,9 @@ def main() -> int:
         "requests": counts["ok"] + counts["failed"],
         "ok": counts["ok"],
         "failed": counts["failed"],
+        "get_ok": counts["get_ok"],
+        "post_ok": counts["post_ok"],
+        "post_clients": min(args.post, args.concurrency),
         "keepalive_retries": counts["keepalive_retries"],
         "errors": dict(errors),
         "failures_at_s": failure_times[:20],

@@ -2,6 +2,8 @@
 
 GET /        the app's JSON: name, version, FastAPI version, the host that answered, and the
              client (address and scheme) as the app sees it
+POST /       the same answer: a write, which nginx never sends again to another app host
+             when the first failed (the load tests send both)
 GET /health  200 {"status": "ok"} once the app is up (the deploy waits for it)
 GET /slow?seconds=N   answers after N seconds (at most 60): a request still in progress
              while the app restarts or a deploy switches (the tests use it)
@@ -35,6 +37,11 @@ def read_root(request: Request) -> dict:
         "root_path": request.scope.get("root_path", ""),
         "greeting": os.environ.get("GREETING", "Hello from FastAPI"),
     }
+
+
+@app.post("/")
+def write_root(request: Request) -> dict:
+    return read_root(request)
 
 
 @app.get("/health")

@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -244,17 +245,24 @@ def restore(converged):
 
 class Load:
     """bench/loadgen.py on the controller against `url` until stop(): `concurrency` clients,
-    a new connection per request (but the first `keep_alive` clients keep theirs open). stop()
-    returns its figures (bench/loadgen.py's JSON)."""
+    a new connection per request (but the first `keep_alive` clients keep theirs open), the
+    last `post` of them (half by default) sending POST, which nobody retries. stop() returns its
+    figures (bench/loadgen.py's JSON); with `balancer` (a testinfra host whose nginx site `site`
+    logs its upstream attempts: fastapi_proxy_upstream_log), also what the app hosts behind it
+    saw: "upstream_lines" (requests the balancer logged for the load) and "upstream_failures"
+    (those with an upstream attempt that did not answer 200, retried or not)."""
 
-    def __init__(self, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version", keep_alive=0):
+    def __init__(self, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version", keep_alive=0,
+                 post=None, balancer=None, site="hello-api"):
         self._dir = tempfile.mkdtemp(prefix="load-")
         self.stop_file = Path(self._dir) / "stop"
+        self.path = urllib.parse.urlsplit(url).path or "/"
+        self.balancer, self.upstream_log = balancer, f"/var/log/nginx/fastapi-{site}-upstreams.log"
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "bench/loadgen.py"), url, "--requests", "10000000",
              "--concurrency", str(concurrency), "--pause", str(pause), "--max-seconds", "1500",
              "--timeout", str(timeout), "--stop-file", str(self.stop_file), "--span-field", span_field,
-             "--keep-alive", str(keep_alive)],
+             "--keep-alive", str(keep_alive), "--post", str(concurrency // 2 if post is None else post)],
             stdout=subprocess.PIPE, text=True)
         time.sleep(warmup)  # answered for a while before the change starts
 
@@ -263,7 +271,34 @@ class Load:
         self.stop_file.touch()
         out, _ = self.proc.communicate(timeout=300)
         shutil.rmtree(self._dir, ignore_errors=True)
-        return json.loads(out)
+        stats = json.loads(out)
+        if self.balancer is not None:
+            lines = upstream_log(self.balancer, self.upstream_log, stats["started_at"], stats["ended_at"] + 1)
+            mine = [line for line in lines if line["uri"] == self.path]
+            stats["upstream_lines"] = len(mine)
+            stats["upstream_failures"] = [line["raw"] for line in mine if upstream_failed(line)][:20]
+        return stats
+
+
+def upstream_log(balancer, path, since, until):
+    """The lines of a balancer's upstream log (fastapi_proxy_upstream_log) written from `since`
+    to `until` (Unix time), parsed: time, method, status (the client's), addrs and statuses (one
+    per upstream attempt), uri, raw."""
+    out = balancer.check_output(f"awk -v a={since} -v b={until} '$1 >= a && $1 <= b' {path}")
+    lines = []
+    for raw in out.splitlines():
+        m = re.match(r'^(\S+) (\S+) (\d+) "([^"]*)" "([^"]*)" \S+ "[^"]*" "([^"]*)"$', raw)
+        assert m, f"not an upstream log line: {raw!r}"
+        lines.append({"time": float(m.group(1)), "method": m.group(2), "status": m.group(3),
+                      "addrs": re.split(r", | : ", m.group(4)), "statuses": re.split(r", | : ", m.group(5)),
+                      "uri": m.group(6), "raw": raw})
+    return lines
+
+
+def upstream_failed(line):
+    """An upstream attempt of this request failed: refused, reset, timed out or answered other
+    than 200 (nginx logs "502, 200" when it retried on the next app host, "-" with no attempt)."""
+    return any(status != "200" for status in line["statuses"])
 
 
 class HostLoad:
@@ -292,9 +327,15 @@ class HostLoad:
 def assert_load_spanned(stats, run, before, after, max_latency, min_each=20):
     """The load ran across the whole deploy `run` (started before, ended after), failed no
     request, had answers from version `before` before the deploy ended and from `after` after
-    it started (min_each of each, when both are given), and no request waited longer than
-    max_latency seconds."""
+    it started (min_each of each, when both are given), answered both GET and POST clients, and
+    no request waited longer than max_latency seconds. With the balancer's upstream log (Load's
+    `balancer`): no upstream attempt failed, even one that nginx retried on another app host."""
     assert stats["failed"] == 0, stats
+    if stats.get("post_clients"):
+        assert stats["post_ok"] > 0 and stats["get_ok"] > 0, f"both GET and POST answered: {stats}"
+    if "upstream_lines" in stats:  # what the app hosts saw, not only the client
+        assert stats["upstream_failures"] == [], f"an upstream attempt failed (the balancer's log): {stats}"
+        assert stats["upstream_lines"] >= stats["ok"], f"the balancer logged fewer requests than answered: {stats}"
     assert stats["started_at"] < run.started and stats["ended_at"] > run.ended, \
         f"the load did not span the deploy ({stats['started_at']}-{stats['ended_at']} vs {run.started}-{run.ended})"
     spans = stats["spans"]

@@ -43,7 +43,7 @@ def _switch(app_hosts, balancer, url, name, rollout, *args, during=None):
     before = {h: serving(host) for h, host in app_hosts.items()}
     version = https_json(url.split("/")[2])[0]["version"]
     watcher = BackendWatcher(balancer, name)
-    load = Load(url, keep_alive=1)
+    load = Load(url, keep_alive=1, balancer=balancer)
     watcher.start()
     side = threading.Thread(target=during, daemon=True) if during else None
     if side:

@@ -42,7 +42,7 @@ def notifier(tmp_path_factory):
 def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.yml", env=None, during=None):
     """Run a deploy under load with the balancer watched; `during(result_future)` runs while it does."""
     watcher = BackendWatcher(hosts[LB], "hello-api")
-    load = Load(url, span_field=span_field)
+    load = Load(url, span_field=span_field, balancer=hosts[LB])
     watcher.start()
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(run_playbook, *args, playbook=playbook, env=env)

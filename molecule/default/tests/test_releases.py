@@ -47,7 +47,7 @@ def test_first_release_layout(host, svars, name):
 
 def test_code_only_redeploy_under_load(host, svars, name, url, tmp_path_factory):
     venv_before = host.file(f"{ROOT}/releases/{STATE['v1']}/venv").linked_to
-    load = Load(url)
+    load = Load(url, balancer=host)
     result = run_playbook(
         "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v2')}", "-e", "fastapi_app_version=2.0.0",
         "-e", json.dumps({"fastapi_app_pre_start_commands": [
@@ -84,7 +84,7 @@ def _new_release(host, before):
 def test_broken_release_is_rolled_back_under_load(host, instance, svars, url, tmp_path_factory):
     broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
     before = set(releases(host))
-    load = Load(url)
+    load = Load(url, balancer=host)
     result = run_playbook("-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0",
                           "-e", "fastapi_service_health_timeout=10")
     stats = load.stop()
@@ -119,7 +119,7 @@ def test_failing_pre_start_step_switches_nothing(host, tmp_path_factory):
 
 
 def test_rollback_to_previous_release_under_load(host, svars, url):
-    load = Load(url)
+    load = Load(url, balancer=host)
     result = run_playbook(playbook="rollback.yml")
     stats = load.stop()
     assert result.returncode == 0, result.stdout + result.stderr

@@ -71,7 +71,7 @@ def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index, 
              "fastapi_host_root": ROOT + "/", "fastapi_app_keep_releases": 2}
     pid_before, _ = _environ(host, name)
     since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
-    load = Load(url, span_field="pid")
+    load = Load(url, span_field="pid", balancer=host)
     result = run_playbook("-vvv", "--diff", "-e", json.dumps(extra))
     stats = load.stop()
     out = result.stdout + result.stderr
@@ -105,6 +105,7 @@ def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index, 
     assert host.run("runuser -u fastapi -- cat /etc/pip.conf").rc != 0
     # and the switch to it failed no request: old workers answered before it, new ones after
     assert stats["failed"] == 0, stats
+    assert stats["upstream_failures"] == [] and stats["upstream_lines"] >= stats["ok"], stats
     assert stats["started_at"] < result.started and stats["ended_at"] > result.ended, stats
     before = {p for p, (first, _) in stats["spans"].items() if first < result.started}
     after = {p for p, (_, last) in stats["spans"].items() if last > result.ended}
