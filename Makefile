@@ -4,7 +4,7 @@ VENV  := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 SCENARIOS ?= default cluster vm
 
-.PHONY: help setup image demo demo-destroy lint syntax test molecule molecule-debian13 lock clean
+.PHONY: help setup image demo demo-destroy unit lint syntax test molecule molecule-debian13 lock clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -20,6 +20,12 @@ demo: ## Set up everything, deploy the example app to a local container, print i
 
 demo-destroy: ## Remove the demo container
 	scripts/demo.sh destroy
+
+unit: ## The inner loop, in seconds: yamllint, the role READMEs' variable tables, the unit tests (no host, no ansible-lint)
+	@test -x $(VENV)/bin/pytest || scripts/setup.sh
+	yamllint .
+	python3 scripts/role_docs.py --check
+	pytest -q -c pytest.ini tests/unit
 
 lint: setup ## yamllint and ansible-lint (production profile)
 	yamllint .

@@ -277,6 +277,10 @@ class Load:
             mine = [line for line in lines if line["uri"] == self.path]
             stats["upstream_lines"] = len(mine)
             stats["upstream_failures"] = [line["raw"] for line in mine if upstream_failed(line)][:20]
+        # every load's figures, for the record (bench/ and the closing notes read them)
+        with open(REPO_ROOT / ".cache" / f"loads-{SCENARIO_DIR.name}.jsonl", "a", encoding="utf-8") as record:
+            test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
+            record.write(json.dumps({"test": test, **{k: v for k, v in stats.items() if k != "spans"}}) + "\n")
         return stats
 
 
