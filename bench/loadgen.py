@@ -6,8 +6,8 @@ connection per request (Connection: close), except for the first --keep-alive cl
 keep their connection open from one request to the next (and, as HTTP clients do for an
 idempotent request, send it again once on a new connection when the server closed the idle
 connection before answering: counted in "keepalive_retries"). The last --post clients send POST
-instead of GET (a write: never sent again, by them or by nginx, whatever failed; "post_ok" and
-"get_ok" count the answers of each). It stops by itself: after the last request,
+instead of GET (a write: never sent again, by them or by nginx, whatever failed; "get_ok",
+"post_ok", "get_failed" and "post_failed" count each method's answers and failures). It stops by itself: after the last request,
 after --max-seconds, or as soon as --stop-file exists. It prints one JSON object: how many
 requests answered 200, how many failed and why, and which app versions and hosts answered
 (from the JSON fields "version" and "host"), when the load started and ended and when each
@@ -132,6 +132,7 @@ def main() -> int:
                 else:
                     with lock:
                         counts["failed"] += 1
+                        counts[f"{method.lower()}_failed"] += 1
                         errors[f"HTTP {resp.status}"] += 1
                         failure_times.append((round(start - started, 3), round(time.monotonic() - started, 3)))
             except Exception as exc:  # every failure counts, whatever its kind
@@ -140,6 +141,7 @@ def main() -> int:
                     conn = None
                 with lock:
                     counts["failed"] += 1
+                    counts[f"{method.lower()}_failed"] += 1
                     failure_times.append((round(start - started, 3), round(time.monotonic() - started, 3)))
                     errors[type(exc).__name__ + ": " + str(exc)[:80]] += 1
             with lock:
@@ -166,6 +168,8 @@ def main() -> int:
         "failed": counts["failed"],
         "get_ok": counts["get_ok"],
         "post_ok": counts["post_ok"],
+        "get_failed": counts["get_failed"],
+        "post_failed": counts["post_failed"],
         "post_clients": min(args.post, args.concurrency),
         "keepalive_retries": counts["keepalive_retries"],
         "errors": dict(errors),

@@ -9,7 +9,7 @@ import pytest
 import testinfra
 
 import deploytest
-from deploytest import converged, restore  # noqa: F401  (fixtures: every module starts from the converged state)
+from deploytest import baseline, converged, restore  # noqa: F401  (fixtures: the converged state, a load's baseline)
 
 PLATFORMS = deploytest.use_scenario(Path(__file__).resolve().parents[1])
 LB = next(p["name"] for p in PLATFORMS if "fastapi_proxies" in p["groups"])
@@ -29,3 +29,9 @@ def lb_ip():
 @pytest.fixture(scope="module")
 def url(lb_ip):
     return f"https://{lb_ip}/"
+
+
+@pytest.fixture(scope="module")
+def balancer_host(hosts):
+    """The load balancer: its upstream log."""
+    return hosts[LB]

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import APPS, LB
-from deploytest import REPO_ROOT, ROOT, SANDBOX_VARS, container_ip, current_release, http_json, https_json, served, serving
+from deploytest import REPO_ROOT, ROOT, SANDBOX_VARS, Load, container_ip, current_release, http_json, https_json, served, serving
 
 # The cluster deploys a lock a year behind the index (group_vars/fastapi_servers/10-cluster.yml).
 CLUSTER_VARS = yaml.safe_load((REPO_ROOT / "molecule/cluster/group_vars/fastapi_servers/10-cluster.yml").read_text())
@@ -51,6 +51,27 @@ def test_requests_are_spread_over_both_app_hosts(lb_ip):
     seen_hosts, versions = served(lb_ip)
     assert seen_hosts == set(APPS)
     assert versions == {SANDBOX_VARS["fastapi_app_version"]}
+
+
+def test_a_host_that_refuses_shows_in_the_balancer_log(hosts, url):
+    """Why every load test reads the balancer's upstream log: an app host that refuses
+    connections for half a second fails attempts the clients mostly never see. nginx sends a
+    failed GET again to the other app host (200 to the client); a POST it had already sent on a
+    kept-alive connection it does not (502 to the client), one it could not connect for it
+    does. The upstream log shows every refused attempt, retried or not."""
+    _, port = serving(hosts[APPS[0]])
+    refuse = (f"nft add table inet refuse && nft add chain inet refuse input '{{ type filter hook input priority -10; }}'"
+              f" && nft add rule inet refuse input tcp dport {port} reject with tcp reset"
+              " && sleep 0.5; nft delete table inet refuse")
+    load = Load(url, balancer=hosts[LB])
+    hosts[APPS[0]].run(refuse)
+    stats = load.stop()
+    assert stats["get_failed"] == 0 and stats["get_ok"] > 0 and stats["post_ok"] > 0, stats  # GETs retried
+    assert stats["upstream_failures"], stats
+    target = f'"{container_ip(APPS[0])}:{port}'
+    for line in stats["upstream_failures"]:  # each one an attempt at the refusing host
+        assert f' {target}' in line and ('"502"' in line or '"502, 200"' in line), stats["upstream_failures"]
+    assert stats["post_failed"] <= len(stats["upstream_failures"]), stats  # no failure the log missed
 
 
 def test_app_sees_the_client_not_the_balancer(hosts, lb_ip):

@@ -11,7 +11,7 @@ import pytest
 import testinfra
 
 import deploytest
-from deploytest import converged, restore  # noqa: F401  (fixtures: every module starts from the converged state)
+from deploytest import baseline, converged, restore  # noqa: F401  (fixtures: the converged state, a load's baseline)
 
 PLATFORMS = deploytest.use_scenario(Path(__file__).resolve().parents[1])
 INSTANCE = PLATFORMS[0]["name"]
@@ -25,6 +25,12 @@ def instance():
 @pytest.fixture(scope="module")
 def host():
     return testinfra.get_host(f"podman://{INSTANCE}")
+
+
+@pytest.fixture(scope="module")
+def balancer_host(host):
+    """The nginx in front of the app (on the same host here): its upstream log."""
+    return host
 
 
 @pytest.fixture(scope="module")

@@ -58,7 +58,7 @@ def test_a_new_release_is_tried_first_then_restarts_the_serving_instance(host, i
     assert http_json(host, "/", PORT)["version"] == "9.0.0"
     units = host.check_output("ls -a /etc/systemd/system").split()
     assert [u for u in units if u.startswith(("hello-api", ".hello-api"))] == [f"{unit}.service", f"{unit}.socket"], units
-    deploytest.assert_load_spanned(stats, result, version, "9.0.0", STALL_BOUND)
+    deploytest.assert_load_spanned(stats, result, version, "9.0.0", max_latency=STALL_BOUND)
 
 
 def test_a_release_that_fails_its_trial_changes_nothing(host, app_only_inventory):

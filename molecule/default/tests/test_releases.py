@@ -22,13 +22,6 @@ STATE = {}
 pytestmark = pytest.mark.usefixtures("restore")
 
 
-def _switch_bound(svars):
-    """How long a request may wait while one release replaces another on this host: the new
-    instance starts beside the serving one and nginx moves to it once it is healthy, so no
-    request waits for a stop or a start; slack for a loaded 2-core machine."""
-    return 5.0
-
-
 def test_first_release_layout(host, svars, name):
     release = current_release(host)
     STATE["v1"] = release
@@ -45,7 +38,7 @@ def test_first_release_layout(host, svars, name):
     assert f"WorkingDirectory={ROOT}/releases/{release}/app" in host.file(f"/etc/systemd/system/{unit}.service").content_string
 
 
-def test_code_only_redeploy_under_load(host, svars, name, url, tmp_path_factory):
+def test_code_only_redeploy_under_load(host, svars, name, url, tmp_path_factory, baseline):
     venv_before = host.file(f"{ROOT}/releases/{STATE['v1']}/venv").linked_to
     load = Load(url, balancer=host)
     result = run_playbook(
@@ -63,7 +56,7 @@ def test_code_only_redeploy_under_load(host, svars, name, url, tmp_path_factory)
         v2, "2.0.0", "fastapi", f"{ROOT}/releases/{v2}/app"]
     # same requirements: the virtualenv was reused, not reinstalled
     assert host.file(f"{ROOT}/releases/{v2}/venv").linked_to == venv_before
-    assert_load_spanned(stats, result, STATE["v1_version"], "2.0.0", _switch_bound(svars))
+    assert_load_spanned(stats, result, STATE["v1_version"], "2.0.0", baseline)
     # the summary names the release, and warns if (and only if) systemd did not sandbox the app
     unit, port = serving(host)
     assert f"serves http://127.0.0.1:{port}/ (loopback only: clients go through the load balancer) (release {v2}," \
@@ -81,7 +74,7 @@ def _new_release(host, before):
     return made[0]
 
 
-def test_broken_release_is_rolled_back_under_load(host, instance, svars, url, tmp_path_factory):
+def test_broken_release_is_rolled_back_under_load(host, instance, svars, url, tmp_path_factory, baseline):
     broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
     before = set(releases(host))
     load = Load(url, balancer=host)
@@ -99,7 +92,7 @@ def test_broken_release_is_rolled_back_under_load(host, instance, svars, url, tm
     assert host.file(f"{ROOT}/releases/{STATE['v3']}/FAILED").exists, "kept, marked failed"
     assert "3.0.0" not in stats["versions"], stats
     # v3 was tried beside v2, which served throughout: nobody waited for it
-    assert_load_spanned(stats, result, "2.0.0", "2.0.0", _switch_bound(svars))
+    assert_load_spanned(stats, result, "2.0.0", "2.0.0", baseline)
 
 
 def test_failing_pre_start_step_switches_nothing(host, tmp_path_factory):
@@ -118,7 +111,7 @@ def test_failing_pre_start_step_switches_nothing(host, tmp_path_factory):
     assert host.file(f"{ROOT}/releases/{STATE['v4']}/FAILED").exists
 
 
-def test_rollback_to_previous_release_under_load(host, svars, url):
+def test_rollback_to_previous_release_under_load(host, svars, url, baseline):
     load = Load(url, balancer=host)
     result = run_playbook(playbook="rollback.yml")
     stats = load.stop()
@@ -127,7 +120,7 @@ def test_rollback_to_previous_release_under_load(host, svars, url):
     assert current_release(host) == STATE["v1"]
     assert http_json(host, "/")["version"] == STATE["v1_version"], "the release's own environment came back too"
     assert "<- current" in result.stdout
-    assert_load_spanned(stats, result, "2.0.0", STATE["v1_version"], _switch_bound(svars))
+    assert_load_spanned(stats, result, "2.0.0", STATE["v1_version"], baseline)
 
 
 def test_rollback_to_named_release(host):
