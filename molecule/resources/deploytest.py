@@ -389,22 +389,33 @@ def assert_load_spanned(stats, run, before, after, baseline=None, max_latency=No
 
 
 class BackendWatcher(threading.Thread):
-    """Polls a load balancer's upstream files while a deploy runs and records, for each app
+    """Watches a load balancer's upstream files while a deploy runs and records, for each app
     host, every 'server' line it had, in order (address:port and flags): `moves[host]` is
     that sequence and `moved_at[host]` when each was first seen, `seen_down` the hosts ever marked down, `most_down_at_once` the most hosts
-    down at the same time. The first reading is taken before start() returns."""
+    down at the same time. The first reading is taken before start() returns. One command on
+    the balancer reads the files every `interval` seconds and streams them (a command per
+    reading, through podman exec, would cost a good part of a core)."""
+
+    END = "--- end of reading ---"
 
     def __init__(self, lb_host, name, interval=0.2):
         super().__init__(daemon=True)
-        self.lb_host, self.directory, self.interval = lb_host, f"/etc/nginx/fastapi-backends/{name}", interval
-        self.seen_down, self.most_down_at_once, self._done = set(), 0, threading.Event()
+        self.lb_host, self.directory = lb_host, f"/etc/nginx/fastapi-backends/{name}"
+        self.seen_down, self.most_down_at_once = set(), 0
         self.moves, self.moved_at = {}, {}
-        self._read()
+        self._stop_file = f"/run/backend-watcher-{os.getpid()}-{id(self)}.stop"
+        self._read(self.lb_host.run(self._grep()).stdout.splitlines())
+        loop = (f"while [ ! -e {self._stop_file} ]; do {self._grep()}; echo '{self.END}'; sleep {interval}; done;"
+                f" rm -f {self._stop_file}")
+        self.proc = subprocess.Popen(["podman", "exec", lb_host.backend.get_hostname(), "sh", "-c", loop],
+                                     stdout=subprocess.PIPE, text=True)
 
-    def _read(self):
-        out = self.lb_host.run(f"grep -H '^server ' {self.directory}/*.conf 2>/dev/null || true").stdout
+    def _grep(self):
+        return f"grep -H '^server ' {self.directory}/*.conf 2>/dev/null || true"
+
+    def _read(self, lines):
         down = set()
-        for line in out.splitlines():
+        for line in lines:
             path, _, server = line.partition(":")
             host = Path(path).stem
             seen = self.moves.setdefault(host, [])
@@ -417,14 +428,20 @@ class BackendWatcher(threading.Thread):
         self.most_down_at_once = max(self.most_down_at_once, len(down))
 
     def run(self):
-        while not self._done.is_set():
-            self._read()
-            time.sleep(self.interval)
+        reading = []
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            if line == self.END:
+                self._read(reading)
+                reading = []
+            else:
+                reading.append(line)
 
     def stop(self):
-        self._done.set()
+        self.lb_host.run(f"touch {self._stop_file}")
+        self.proc.wait(timeout=60)
         self.join(timeout=30)
-        self._read()
+        self._read(self.lb_host.run(self._grep()).stdout.splitlines())
         return self
 
     def ports(self, host):
