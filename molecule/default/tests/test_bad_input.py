@@ -1,6 +1,7 @@
 """Bad input: each is refused with a clear error naming the variable and the fix, before
 anything on the host changes. The host serves the app (converge ran): its units, environment
-file, code, releases and main process must be the same afterwards, and it must still serve.
+file, code, releases, main process, deploy lock (none taken) and deploy log (nothing logged)
+must be the same afterwards, and it must still serve.
 
 The runs change nothing and share nothing, so they run side by side (deploytest.run_playbooks),
 once for the module; each case then checks its own output."""
@@ -128,6 +129,9 @@ def _state(host, name):
         "code": host.check_output(f"find {ROOT}/current/app/ -type f | sort | xargs sha256sum"),
         "nginx": host.check_output("cat /etc/nginx/conf.d/*.conf /etc/nginx/fastapi-backends/*/*.conf | sha256sum"),
         "main_pid": main_pid(host, name),
+        # no lock taken, nothing logged: a refused input is not a run
+        "lock": host.run(f"cat /var/lib/fastapi-deploy/{name}.lock").stdout,
+        "deploy_log": host.run(f"sha256sum /var/log/fastapi-deploy/{name}.log").stdout,
     }
 
 

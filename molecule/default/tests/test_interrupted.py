@@ -14,7 +14,7 @@ import time
 import pytest
 
 import deploytest
-from deploytest import app_copy, current_release, https_json, releases, run_playbook, serving
+from deploytest import app_copy, current_release, https_json, main_pid, releases, run_playbook, serving
 
 pytestmark = pytest.mark.usefixtures("restore")
 
@@ -60,9 +60,12 @@ def test_killed_while_the_new_instance_starts(host, name, address, tmp_path_fact
     other = f"{name}-{'b' if unit.endswith('-a') else 'a'}"
     old_release = current_release(host)
     before = set(releases(host))
+    pid = main_pid(host, unit)
     args = ["-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'k1')}", "-e", "fastapi_app_version=7.1.0"]
     _deploy_killed_when(host, f"test -f /etc/systemd/system/{other}.service", *args)
-    # the serving instance was never touched: it serves on, through nginx
+    # the serving instance was never touched: the same process, before any request could start
+    # a stopped one through its socket; it serves on, through nginx
+    assert host.service(unit).is_running and main_pid(host, unit) == pid
     assert serving(host) == (unit, port)
     assert current_release(host) == old_release
     assert https_json(address)[0]["version"] != "7.1.0"
@@ -89,7 +92,9 @@ def test_killed_just_after_the_switch_was_recorded(host, name, address, tmp_path
     other = f"{name}-{'b' if unit.endswith('-a') else 'a'}"
     args = ["-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'k2')}", "-e", "fastapi_app_version=7.2.0"]
     _deploy_killed_when(host, f"grep -qx {other} /var/lib/fastapi-deploy/{name}.serving", *args)
-    # the new instance serves (nginx was moved to it before the switch was recorded)
+    # the new instance runs (before any request could start it through its socket), is enabled
+    # at boot (before it was recorded as serving) and serves (nginx was moved to it before that)
+    assert host.service(other).is_running and host.service(f"{other}.socket").is_enabled
     assert https_json(address)[0]["version"] == "7.2.0"
     assert run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml").returncode == 0
     result = run_playbook(*args)

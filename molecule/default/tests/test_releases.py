@@ -77,10 +77,13 @@ def _new_release(host, before):
 def test_broken_release_is_rolled_back_under_load(host, instance, svars, url, tmp_path_factory, baseline):
     broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
     before = set(releases(host))
+    serving_before, pid_before = serving(host), main_pid(host, svars["fastapi_service_name"])
     load = Load(url, balancer=host)
     result = run_playbook("-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0",
                           "-e", "fastapi_service_health_timeout=10")
     stats = load.stop()
+    # the serving instance was not restarted (socket activation and retries would hide one)
+    assert (serving(host), main_pid(host, svars["fastapi_service_name"])) == (serving_before, pid_before)
     STATE["v3"] = _new_release(host, before)
     assert result.returncode != 0
     assert f"Release {STATE['v3']} failed its health check on {instance}" in result.flat
