@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from deploytest import ROOT, http_get, main_pid, run_playbook, run_playbooks
+from deploytest import ROOT, deploy_log, http_get, lock_holder, main_pid, run_playbook, run_playbooks
 
 BAD_INPUTS = [
     # (id, extra vars, words the error must contain)
@@ -160,8 +160,20 @@ def test_bad_input_is_refused_before_the_host_changes(host, runs, case, expected
     assert http_get(host, "/health")[0] == 200
 
 
-def test_good_input_still_passes_check_mode():
-    """The same run without bad input goes through (in --check mode: nothing changes)."""
-    result = run_playbook(check=True)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "changed=0" in result.stdout
+def test_good_input_passes_check_mode_which_takes_no_lock_and_warns_of_one(host, name):
+    """The same run without bad input goes through in --check mode, and changes nothing: not
+    even the deploy lock, here held by a maintenance lock, which it names and warns of (a real
+    run would stop there), nor the deploy log."""
+    taken = run_playbook("-e", "fastapi_deploy_lock_action=acquire", "-e", "fastapi_deploy_message='check-mode probe'",
+                         playbook="lock.yml")
+    assert taken.returncode == 0, taken.stdout[-3000:]
+    try:
+        holder, log = lock_holder(host, name), deploy_log(host, name)
+        result = run_playbook(check=True)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "changed=0" in result.stdout
+        assert "WARNING:" in result.flat and "check-mode probe" in result.flat and "A real run would stop here" in result.flat, \
+            result.flat[-3000:]
+        assert lock_holder(host, name) == holder and deploy_log(host, name) == log
+    finally:
+        assert run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml").returncode == 0
