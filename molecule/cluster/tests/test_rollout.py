@@ -253,10 +253,12 @@ def test_rollback_chooses_one_release_for_the_fleet_under_load(hosts, url, lb_ip
 
 def test_a_new_app_host_joins_without_a_dead_backend(hosts, url, lb_ip, baseline):
     """An app host that serves nothing yet (as a new host added to the inventory: here the
-    second one, its instance and the record of it removed) is in the balancer as `down` until
-    its first instance serves; the other host serves every request meanwhile, none fails."""
+    second one, its instance and the record of it removed, and the balancer's entry for it) is
+    in the balancer as `down` until its first instance serves; the other host serves every
+    request meanwhile, none fails, and no upstream attempt goes to the new host before it serves."""
     first, second = APPS
     unit, _ = serving(hosts[second])
+    hosts[LB].check_output(f"rm /etc/nginx/fastapi-backends/hello-api/{second}.conf && nginx -t -q && systemctl reload nginx")
     hosts[second].check_output(
         f"systemctl disable --now {unit}.socket {unit}.service && rm -f /etc/systemd/system/{unit}.* "
         f"/var/lib/fastapi-deploy/hello-api.serving && systemctl daemon-reload")
