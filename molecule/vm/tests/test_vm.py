@@ -79,5 +79,7 @@ def test_reboot_brings_the_app_back_on_its_own(vm, host):
     # the app ports' firewall is in force again, loaded at boot by its unit
     rules = ssh(vm, "sudo nft list table inet fastapi_firewall")
     assert rules and rules.returncode == 0 and "fastapi-deploy rules" in rules.stdout, rules
-    answer = ssh(vm, "curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1/health")
+    # and it answers through nginx (its workers may still be importing FastAPI: minutes under
+    # software emulation on a loaded machine)
+    answer = ssh(vm, "curl -sk -m 280 -o /dev/null -w '%{http_code}' https://127.0.0.1/health", timeout=300)
     assert answer and answer.stdout == "200", answer
