@@ -253,7 +253,7 @@ class Load:
     (those with an upstream attempt that did not answer 200, retried or not)."""
 
     def __init__(self, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version", keep_alive=0,
-                 post=None, balancer=None, site="hello-api"):
+                 post=None, balancer=None, site=PROXY_VARS["fastapi_proxy_name"]):
         self._dir = tempfile.mkdtemp(prefix="load-")
         self.stop_file = Path(self._dir) / "stop"
         self.path = urllib.parse.urlsplit(url).path or "/"
