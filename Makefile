@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV  := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
-SCENARIOS ?= default cluster vm
+SCENARIOS ?= default releases cluster vm
 
 .PHONY: help setup image demo demo-destroy unit lint syntax test molecule molecule-debian13 lock clean
 
@@ -36,7 +36,7 @@ syntax: setup ## ansible-playbook --syntax-check of every playbook
 	for p in playbooks/*.yml; do ansible-playbook -i inventory/sandbox/hosts.yml --syntax-check "$$p" || exit 1; done
 	for p in playbooks/*.yml; do ansible-playbook -i inventory/production/hosts.yml --syntax-check "$$p" || exit 1; done
 
-molecule: setup ## Every Molecule scenario (SCENARIOS="default cluster vm"; vm runs beside the others)
+molecule: setup ## Every Molecule scenario (SCENARIOS="default releases cluster vm", side by side)
 	SKIP_LINT=1 scripts/test.sh $(SCENARIOS)
 
 molecule-debian13: setup ## The whole default scenario on Debian 13 (not in make test: CI time)

@@ -4,23 +4,23 @@
 # the controller virtualenv, the container and VM images), so that the parallel parts below do
 # not race for them.
 #
-# The vm scenario runs in the background from the start, beside everything else: a VM under
-# software emulation (TCG) keeps about one core busy whatever else runs, so on 2 cores it takes
-# the second core instead of adding its own quarter of an hour. Its output goes to
-# .cache/molecule-vm.log and is printed when it ends. The container scenarios run one after
-# the other. Exits non-zero if any step failed.
-#   scripts/test.sh                      # lint, syntax, default, cluster, vm
+# The scenarios run side by side, each on hosts of its own, from the start: the container
+# scenarios (default, releases, cluster) and the vm, a VM under software emulation (TCG) that
+# keeps about one core busy whatever else runs. Each scenario's output goes to
+# .cache/molecule-<scenario>.log and is printed, in order, once it has ended; lint and the unit
+# tests run meanwhile. Exits non-zero if any step failed.
+#   scripts/test.sh                      # lint, syntax, default, releases, cluster, vm
 #   scripts/test.sh default              # lint, syntax and one scenario
 #   SKIP_LINT=1 scripts/test.sh cluster  # a scenario alone
 source "$(dirname "$0")/lib.sh"
-[ "$#" -gt 0 ] || set -- default cluster vm
+[ "$#" -gt 0 ] || set -- default releases cluster vm
 export PATH="${REPO_ROOT}/.venv/bin:${PATH}"
 cd "${REPO_ROOT}"
 t0=$(date +%s)
 results=()
 rc=0
-record() {  # name, start, exit code
-  local took=$(( $(date +%s) - $2 ))
+record() {  # name, start, exit code[, end]
+  local took=$(( ${4:-$(date +%s)} - $2 ))
   if [ "$3" -eq 0 ]; then results+=("$(printf '%-10s passed in %5d s' "$1" "${took}")")
   else results+=("$(printf '%-10s FAILED after %4d s (exit %s)' "$1" "${took}" "$3")"); rc=1; fi
   log "${results[-1]}"
@@ -32,14 +32,22 @@ for release in bookworm trixie; do DEBIAN_RELEASE="${release}" "${REPO_ROOT}/scr
 if [[ " $* " == *" vm "* ]]; then "${REPO_ROOT}/scripts/build-vm-image.sh" >/dev/null; fi
 record setup "${start}" 0
 
-vm_pid=""
-vm_log="${CACHE_DIR}/molecule-vm.log"
-if [[ " $* " == *" vm "* ]]; then
-  log "starting the vm scenario in the background (output: ${vm_log})"
-  vm_start=$(date +%s)
-  "${REPO_ROOT}/scripts/molecule.sh" test -s vm > "${vm_log}" 2>&1 &
-  vm_pid=$!
-fi
+podman_runtime_setup "$(DEBIAN_RELEASE=bookworm "${REPO_ROOT}/scripts/build-image.sh")"
+
+# Every scenario in the background from the start, each on hosts of its own, with its output in
+# .cache/molecule-<scenario>.log, printed when it ends.
+declare -A pids starts
+for s in "$@"; do
+  log "starting the ${s} scenario in the background (output: ${CACHE_DIR}/molecule-${s}.log)"
+  starts[${s}]=$(date +%s)
+  rm -f "${CACHE_DIR}/molecule-${s}.end"
+  ( set +e
+    "${REPO_ROOT}/scripts/molecule.sh" test -s "${s}" > "${CACHE_DIR}/molecule-${s}.log" 2>&1
+    code=$?
+    date +%s > "${CACHE_DIR}/molecule-${s}.end"  # when it ended, for its line in the summary
+    exit "${code}" ) &
+  pids[${s}]=$!
+done
 
 if [ -z "${SKIP_LINT:-}" ]; then
   start=$(date +%s)
@@ -58,27 +66,16 @@ if [ -z "${SKIP_LINT:-}" ]; then
 fi
 
 for s in "$@"; do
-  [ "${s}" != vm ] || continue
-  start=$(date +%s)
   set +e
-  "${REPO_ROOT}/scripts/molecule.sh" test -s "${s}"
+  wait "${pids[${s}]}"
   code=$?
   set -e
-  record "${s}" "${start}" "${code}"
+  log "----- ${s} scenario output (${CACHE_DIR}/molecule-${s}.log) -----"
+  cat "${CACHE_DIR}/molecule-${s}.log"
+  record "${s}" "${starts[${s}]}" "${code}" "$(cat "${CACHE_DIR}/molecule-${s}.end" 2>/dev/null || date +%s)"
 done
 
-if [ -n "${vm_pid}" ]; then
-  log "waiting for the vm scenario"
-  set +e
-  wait "${vm_pid}"
-  code=$?
-  set -e
-  log "----- vm scenario output (${vm_log}) -----"
-  cat "${vm_log}"
-  record vm "${vm_start}" "${code}"
-fi
-
-log "test steps (the vm scenario ran beside the others):"
+log "test steps (the scenarios ran side by side):"
 printf '  %s\n' "${results[@]}" >&2
 log "total: $(( $(date +%s) - t0 )) s"
 exit "${rc}"

@@ -243,6 +243,13 @@ def restore(converged):
     yield
 
 
+def pytest_collection_modifyitems(items):
+    """The test modules that change nothing (no `restore` fixture) run first, each in its own
+    order, right after converge: they need no restore. The modules that change what the hosts
+    serve follow, in file order. (Each scenario's conftest imports this hook.)"""
+    items.sort(key=lambda item: "restore" in getattr(item, "fixturenames", ()))
+
+
 class Load:
     """bench/loadgen.py on the controller against `url` until stop(): `concurrency` clients,
     a new connection per request (but the first `keep_alive` clients keep theirs open), the

@@ -3,9 +3,10 @@ host a new instance starts beside the serving one on the other port; the balance
 only once it is healthy (seen on the balancer itself: every host's upstream changes once, from
 the old port to the new, never marked down). One host at a time; a broken release that stops
 the rollout at the first host without touching it, and is then known failed on every host; two
-hosts at once (fastapi_deploy_serial=2; a percentage, '50%', is what test_switch_cases.py
-deploys with) while a second deploy is refused by the deploy lock; rollback.yml choosing one
-release for the whole fleet, with retention; the deploy log; notifications; a new host.
+hosts at once (fastapi_deploy_serial=2) while a second deploy is refused by the deploy lock;
+rollback.yml choosing one release for the whole fleet, with retention; the deploy log;
+notifications; a new host; last, half the hosts at a time (fastapi_deploy_serial=50%), a change
+of port, workers, environment and code at once while a slow request is in progress.
 
 The releases have custom ids whose names order otherwise than their times (v9, v10, hotfix1
 in time; hotfix1, v10, v9 by name). The tests run in order, each on the state the one before
@@ -13,6 +14,7 @@ left; the converged state comes back before the next module."""
 
 import json
 import secrets
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -20,8 +22,8 @@ import pytest
 
 from conftest import APPS, LB
 from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, Notifier, ansible_env, app_copy,
-                        assert_load_spanned, current_release, deploy_log, lock_holder, releases, run_playbook,
-                        served, serving)
+                        assert_load_spanned, current_release, deploy_log, https_json, lock_holder, releases,
+                        run_playbook, served, serving, worker_pids)
 
 pytestmark = pytest.mark.usefixtures("restore")
 TAG = secrets.token_hex(2)  # the hosts may keep releases of an earlier run of this module
@@ -36,10 +38,11 @@ def notifier(tmp_path_factory):
     n.close()
 
 
-def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.yml", env=None, during=None):
+def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.yml", env=None, during=None,
+                    keep_alive=0):
     """Run a deploy under load with the balancer watched; `during(result_future)` runs while it does."""
     watcher = BackendWatcher(hosts[LB], "hello-api")
-    load = Load(url, span_field=span_field, balancer=hosts[LB])
+    load = Load(url, span_field=span_field, balancer=hosts[LB], keep_alive=keep_alive)
     watcher.start()
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(run_playbook, *args, playbook=playbook, env=env)
@@ -272,3 +275,67 @@ def test_a_new_app_host_joins_without_a_dead_backend(hosts, url, lb_ip, baseline
     assert serving(hosts[second]) == ("hello-api-a", 8000)
     assert served(lb_ip) == (set(APPS), {after})
     assert_load_spanned(stats, result, before, after, baseline)
+
+
+PORT = 8010
+GREETING = "Hello, switched"
+
+
+def test_settings_and_code_change_with_a_slow_request_in_progress(hosts, url, lb_ip, tmp_path_factory, baseline):
+    """Last (its settings stay): half the app hosts at a time (fastapi_deploy_serial as a
+    percentage: two batches of one), one deploy changes the port, the number of workers, an
+    environment value, the graceful shutdown and the code at once (a new instance starts
+    whenever the unit files it would run differ, whatever the setting: fastapi_service's
+    candidate.yml), under load with a keep-alive client. Each host then serves from the other
+    instance on the new port, with 3 workers and the new value; the balancer moved each host once,
+    from the old port to the new, never marking it down; the old instances are gone. A 10 s
+    request to the first host's serving instance, sent once its new instance is healthy, is
+    answered by the old release: the balancer moves to the new instance meanwhile and the old one
+    stops only once the request is answered; the other requests do not wait for it."""
+    first = APPS[0]
+    before = {name: serving(hosts[name]) for name in APPS}
+    (version,) = served(lb_ip)[1]
+    old_unit, old_port = before[first]
+    new_port = PORT + 1 if old_port == PORT else PORT
+    slow = {}
+
+    def hold_a_slow_request(_deploy):
+        # sent once the new instance answers its health check: the balancer moves right after
+        host = hosts[first]
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and host.run(f"curl -sf -m 1 http://127.0.0.1:{new_port}/health").rc != 0:
+            time.sleep(0.2)
+        slow["sent"] = time.time()
+        out = host.run(f"curl -sS -m 60 -w '\\n%{{http_code}}' 'http://127.0.0.1:{old_port}/slow?seconds=10'")
+        slow["answered"] = time.time()
+        slow["body"], _, slow["status"] = out.stdout.rpartition("\n")
+
+    env = {"fastapi_app_environment": {"APP_VERSION": "{{ fastapi_app_version }}", "GREETING": GREETING}}
+    result, stats, watcher = _deploy_watched(
+        hosts, url, "-e", "fastapi_deploy_serial=50%", "-e", f"fastapi_service_port={PORT}",
+        "-e", "fastapi_service_workers=3", "-e", json.dumps(env),
+        "-e", "fastapi_service_timeout_graceful_shutdown=12", "-e", "fastapi_service_timeout_stop_sec=15",
+        "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'slow')}", "-e", "fastapi_app_version=8.0.0",
+        keep_alive=1, during=hold_a_slow_request)
+    assert result.returncode == 0, result.stdout[-6000:]
+    assert result.stdout.count("PLAY [Roll the release out") == 2, "two batches of one host"
+    # the slow request finished on the old instance, after the balancer had moved on
+    assert slow.get("status") == "200", slow
+    assert json.loads(slow["body"])["version"] == version, "answered by the old instance"
+    assert slow["answered"] - slow["sent"] >= 10
+    assert watcher.moved_at[first][-1] < slow["answered"], "the balancer had moved on while it was in progress"
+    # each host switched to its other instance, on the new port
+    assert watcher.seen_down == set(), vars(watcher)
+    for name in APPS:
+        host = hosts[name]
+        unit, port = serving(host)
+        old_unit_h, old_port_h = before[name]
+        assert unit != old_unit_h and port in (PORT, PORT + 1) and port != old_port_h, (name, unit, port, before[name])
+        assert watcher.ports(name) == [old_port_h, port], (name, watcher.moves)
+        assert not host.file(f"/etc/systemd/system/{old_unit_h}.service").exists
+        assert host.run(f"curl -s -m 2 http://127.0.0.1:{old_port_h}/health").rc != 0, "nothing answers on the old port"
+        assert len(worker_pids(host, "hello-api")) == 3
+    for _ in range(len(APPS) * 3):
+        data = https_json(lb_ip)[0]
+        assert (data["greeting"], data["version"]) == (GREETING, "8.0.0"), data
+    assert_load_spanned(stats, result, version, "8.0.0", baseline)

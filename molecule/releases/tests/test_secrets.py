@@ -7,20 +7,30 @@ a 0600 /etc/pip.conf, and nowhere else: not in a deploy's output at -vvv --diff,
 unit file, not in the journal. Changing a secret restarts the app through the zero-downtime
 path (0 failed requests under load).
 
+The same deploys carry the user's own certificate for nginx (fastapi_proxy_tls_certificate and
+_key, files on the controller) in place of the self-signed one: clients that trust the user's CA
+verify the connection by the host's name and address, the key lands 0600 root and is never
+printed, and the summary no longer says SELF-SIGNED. And an argument of
+fastapi_service_extra_args holding '%', '$', quotes, a backslash, a ';' and spaces reaches
+uvicorn as one argument, unchanged (systemd would otherwise expand specifiers and variables, or
+split it): uvicorn's --header shows it in the app's answers, byte for byte.
+
 The deploys also ship code as a developer's directory holds it (a .env file, a .git
 directory, a virtualenv, caches, world-writable modes) to an app root spelt with a trailing
 slash and two releases kept: none of the clutter reaches the release, the code and the
-virtualenv are read-only for the app, and pruning keeps what the current release uses. The
-converged state comes back when the module ends."""
+virtualenv are read-only for the app, and pruning keeps exactly the two releases deployed
+here, with what they use. The converged state comes back before the next module."""
 
 import base64
 import json
 import os
+import subprocess
 import uuid
 
 import pytest
 
-from deploytest import ROOT, Load, app_copy, assert_latency_within, http_get, main_pid, releases, run_playbook, serving
+from deploytest import (PROXY_VARS, ROOT, Load, app_copy, assert_latency_within, current_release, http_get,
+                        https_get, main_pid, releases, run_playbook, serving)
 
 pytestmark = pytest.mark.usefixtures("restore")
 SECRETS = [f"s3cr3t-{uuid.uuid4().hex}", f"s3cr3t-{uuid.uuid4().hex}"]
@@ -38,6 +48,9 @@ TRICKY = {
     "EMPTY": "",
     "NUMBER": 42,
 }
+HEADER_VALUE = '50% of $HOME and %n, "double" \'single\' back\\slash; end'
+SITE = PROXY_VARS["fastapi_proxy_name"]
+DEPLOYED = {}  # index -> (result, release)
 CLUTTER = [".env", ".env.local", ".envrc", ".git/config", "venv/bin/python", ".venv/pyvenv.cfg",
            "__pycache__/main.cpython-311.pyc", ".pytest_cache/README.md", "sub/__pycache__/x.pyc"]
 
@@ -47,6 +60,24 @@ def _environ(host, name):
     pid = main_pid(host, name)
     raw = base64.b64decode(host.check_output(f"base64 -w0 /proc/{pid}/environ"))
     return pid, dict(entry.split(b"=", 1) for entry in raw.split(b"\0") if entry)
+
+
+def _openssl(*args):
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory, instance, address):
+    """A CA, and a certificate it signed for the host's name and address."""
+    d = tmp_path_factory.mktemp("tls")
+    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+             "-subj", "/CN=fastapi-deploy test CA", "-keyout", str(d / "ca.key"), "-out", str(d / "ca.crt"))
+    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={instance}",
+             "-keyout", str(d / "site.key"), "-out", str(d / "site.csr"))
+    (d / "san.ext").write_text(f"subjectAltName=DNS:{instance},IP:{address}\n")
+    _openssl("x509", "-req", "-in", str(d / "site.csr"), "-CA", str(d / "ca.crt"), "-CAkey", str(d / "ca.key"),
+             "-CAcreateserial", "-days", "2", "-extfile", str(d / "san.ext"), "-out", str(d / "site.crt"))
+    return d
 
 
 @pytest.fixture(scope="module")
@@ -63,12 +94,15 @@ def cluttered_src(tmp_path_factory):
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["new-secret", "changed-secret"])
-def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index, cluttered_src, baseline):
+def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index, cluttered_src, certificate, baseline):
     secret = SECRETS[index]
     extra = {"fastapi_app_secret_environment": {"API_TOKEN": secret, "TLS_KEY": TRICKY["PEM"] + secret},
              "fastapi_host_pip_index_url": f"https://deploy-user:{PIP_PASSWORD}@pypi.org/simple",
              "fastapi_app_environment": TRICKY, "fastapi_app_src": str(cluttered_src),
-             "fastapi_host_root": ROOT + "/", "fastapi_app_keep_releases": 2}
+             "fastapi_host_root": ROOT + "/", "fastapi_app_keep_releases": 2,
+             "fastapi_service_extra_args": ["--header", f"X-Deploy-Test:{HEADER_VALUE}"],
+             "fastapi_proxy_tls_certificate": str(certificate / "site.crt"),
+             "fastapi_proxy_tls_certificate_key": str(certificate / "site.key")}
     pid_before, _ = _environ(host, name)
     since = host.check_output("date '+%Y-%m-%d %H:%M:%S'")
     load = Load(url, span_field="pid", balancer=host)
@@ -76,6 +110,7 @@ def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index, 
     stats = load.stop()
     out = result.stdout + result.stderr
     assert result.returncode == 0, out[-5000:]
+    DEPLOYED[index] = (result, current_release(host))
 
     # the app has it, through its environment file, byte for byte
     pid, environ = _environ(host, name)
@@ -113,6 +148,34 @@ def test_secret_reaches_the_app_and_nothing_else(host, svars, name, url, index, 
     assert_latency_within(stats, baseline)
 
 
+def test_clients_verify_the_users_certificate(certificate, address):
+    # ssl's default context checks the chain against the CA and the address against the SAN
+    status, _, body, tls = https_get(address, "/health", cafile=certificate / "ca.crt")
+    assert status == 200 and tls in ("TLSv1.2", "TLSv1.3"), body
+    first, _ = DEPLOYED[0]
+    assert "SELF-SIGNED" not in first.flat
+
+
+def test_the_users_key_is_root_only_and_never_printed(certificate, host):
+    key = host.file(f"/etc/ssl/private/fastapi-{SITE}.key")
+    assert (key.user, key.group, key.mode) == ("root", "root", 0o600)
+    assert key.content_string.strip() == (certificate / "site.key").read_text().strip()
+    for result, _ in DEPLOYED.values():
+        assert "PRIVATE KEY" not in result.stdout + result.stderr
+    assert host.file(f"/etc/ssl/certs/fastapi-{SITE}.crt").content_string == (certificate / "site.crt").read_text()
+    assert f"ssl_certificate /etc/ssl/certs/fastapi-{SITE}.crt;" in host.file(
+        f"/etc/nginx/conf.d/fastapi-{SITE}.conf").content_string
+
+
+def test_an_argument_reaches_uvicorn_unchanged(host):
+    unit, port = serving(host)
+    headers = host.check_output(f"curl -sS -D - -o /dev/null http://127.0.0.1:{port}/health")
+    got = [line.split(":", 1)[1].strip() for line in headers.splitlines() if line.lower().startswith("x-deploy-test:")]
+    assert got == [HEADER_VALUE], headers
+    # and systemd itself reads the unit as one argument (nothing left over for it to expand)
+    assert "X-Deploy-Test:" in host.check_output(f"systemctl show -p ExecStart {unit}")
+
+
 def test_the_release_holds_the_code_and_nothing_else(host):
     """After the deploys above (from the cluttered directory): no clutter shipped."""
     release = host.check_output(f"readlink -f {ROOT}/current")
@@ -146,10 +209,10 @@ def test_code_and_virtualenv_are_read_only_for_the_app(host, name):
 
 def test_pruning_keeps_what_kept_releases_use(host, name):
     """The deploys spelt the app root with a trailing slash and kept 2 releases: pruning
-    removed older releases, but never a virtualenv a kept release links to, and the serving
-    app still starts from it."""
+    removed older releases (every release but the two made here), but never a virtualenv a kept
+    release links to, and the serving app still starts from it."""
     kept = releases(host)
-    assert len(kept) >= 2
+    assert set(kept) == {release for _, release in DEPLOYED.values()} and len(kept) == 2, (kept, DEPLOYED)
     for release in kept:
         venv = host.check_output(f"readlink -f {ROOT}/releases/{release}/venv")
         assert host.file(f"{venv}/bin/python").exists, f"release {release} lost its virtualenv {venv}"
