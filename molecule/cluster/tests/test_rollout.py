@@ -3,10 +3,10 @@ host a new instance starts beside the serving one on the other port; the balance
 only once it is healthy (seen on the balancer itself: every host's upstream changes once, from
 the old port to the new, never marked down). One host at a time; a broken release that stops
 the rollout at the first host without touching it, and is then known failed on every host; two
-hosts at once (fastapi_deploy_serial=2) while a second deploy is refused by the deploy lock;
-rollback.yml choosing one release for the whole fleet, with retention; the deploy log;
-notifications; a new host; last, half the hosts at a time (fastapi_deploy_serial=50%), a change
-of port, workers, environment and code at once while a slow request is in progress.
+hosts at once (fastapi_deploy_serial=100%) changing the code, port, workers, environment and
+graceful shutdown at once, while a slow request is in progress on an old instance and a second
+deploy is refused by the deploy lock; rollback.yml choosing one release for the whole fleet,
+with retention; the deploy log; notifications; a new host.
 
 The releases have custom ids whose names order otherwise than their times (v9, v10, hotfix1
 in time; hotfix1, v10, v9 by name). The tests run in order, each on the state the one before
@@ -64,13 +64,16 @@ def _units(host):
     return sums, serving(host)
 
 
-def _assert_moved_once_each(watcher, before):
-    """Each app host's upstream moved once, from the port its serving instance had to the other,
-    and was never marked down; the hosts moved one after the other, in inventory order."""
+def _assert_moved_once_each(watcher, before, hosts, ports=(8000, 8001)):
+    """Each app host's upstream moved once, from the port its serving instance had to the one
+    of `ports` its new instance has (the other of the pair, when the app's port did not change),
+    and was never marked down. Returns when each moved."""
     assert watcher.seen_down == set(), vars(watcher)
     for name in APPS:
         old = before[name][1][1]
-        assert watcher.ports(name) == [old, {8000: 8001, 8001: 8000}[old]], (name, watcher.moves)
+        new = serving(hosts[name])[1]
+        assert new in ports and new != old, (name, old, new, ports)
+        assert watcher.ports(name) == [old, new], (name, watcher.moves)
     return [watcher.moved_at[name][-1] for name in APPS]
 
 
@@ -89,7 +92,7 @@ def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
     # two batches; the balancer moved each host to its new instance, one host after the other
     assert result.stdout.count("PLAY [Roll the release out") == 2, "two batches of one host"
-    first_moved, second_moved = _assert_moved_once_each(watcher, before)
+    first_moved, second_moved = _assert_moved_once_each(watcher, before, hosts)
     assert first_moved < second_moved
     for name in APPS:
         unit, port = serving(hosts[name])
@@ -185,29 +188,65 @@ def test_deploy_log_and_releases_in_time_order(hosts):
     assert records[1]["result"].startswith("not switched") and records[1]["revision"].startswith("sha1:")
 
 
-def test_two_hosts_at_once_while_a_second_deploy_is_refused(hosts, url, lb_ip, tmp_path_factory, baseline):
-    """fastapi_deploy_serial=2: one batch, both hosts switch together; each keeps serving on its
-    old instance until its new one is healthy, so no request waits either. A second deploy
-    started meanwhile is refused by the deploy lock, saying who holds it and why, and changes
-    nothing; the first finishes."""
-    before = {name: _units(hosts[name]) for name in APPS}
-    seen = {}
+PORT = 8010
+GREETING = "Hello, switched"
 
-    def second_deploy(first):
+
+def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deploy_refused(
+        hosts, url, lb_ip, tmp_path_factory, baseline):
+    """fastapi_deploy_serial=100% (a percentage): one batch, both hosts switch together, each
+    serving on its old instance until its new one is healthy, so no request waits either. The
+    deploy changes the code, the port (8000 to 8010), the workers (2 to 3), an environment value
+    and the graceful shutdown at once (a new instance starts whenever the unit files it would run
+    differ, whatever the setting: fastapi_service's candidate.yml), under load with a keep-alive
+    client. Meanwhile a 10 s request to the first host's serving instance, sent once its new
+    instance is healthy, is answered by the old release: the balancer moves to the new instance
+    and the old one stops only once it is answered. A second deploy started meanwhile is refused
+    by the deploy lock, saying who holds it and why, and changes nothing; the first finishes."""
+    first = APPS[0]
+    before = {name: _units(hosts[name]) for name in APPS}
+    old_unit, old_port = before[first][1]
+    new_port = PORT + 1 if old_port == PORT else PORT
+    seen, slow = {}, {}
+
+    def second_deploy(deploy):
         deadline = time.time() + 120
-        while not lock_holder(hosts[APPS[1]]) and time.time() < deadline and not first.done():
+        while not lock_holder(hosts[APPS[1]]) and time.time() < deadline and not deploy.done():
             time.sleep(0.3)
         seen["holder"] = lock_holder(hosts[APPS[1]])
         seen["result"] = run_playbook("-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'other')}",
                                       "-e", json.dumps({"fastapi_deploy_message": "someone else"}))
-        seen["first_done"] = first.done()
+        seen["first_done"] = deploy.done()
 
+    def hold_a_slow_request(deploy):
+        # sent once the new instance answers its health check: the balancer moves right after
+        host = hosts[first]
+        deadline = time.monotonic() + 300
+        while (time.monotonic() < deadline and not deploy.done()
+               and host.run(f"curl -sf -m 1 http://127.0.0.1:{new_port}/health").rc != 0):
+            time.sleep(0.2)
+        slow["sent"] = time.time()
+        out = host.run(f"curl -sS -m 60 -w '\\n%{{http_code}}' 'http://127.0.0.1:{old_port}/slow?seconds=10'")
+        slow["answered"] = time.time()
+        slow["body"], _, slow["status"] = out.stdout.rpartition("\n")
+
+    def during(deploy):
+        sides = [threading.Thread(target=side, args=(deploy,)) for side in (second_deploy, hold_a_slow_request)]
+        for side in sides:
+            side.start()
+        for side in sides:
+            side.join(timeout=600)
+
+    env = {"fastapi_app_environment": {"APP_VERSION": "{{ fastapi_app_version }}", "GREETING": GREETING}}
     result, stats, watcher = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v4')}", "-e", "fastapi_app_version=4.0.0",
-        "-e", "fastapi_deploy_serial=2", "-e", f"fastapi_app_release_id={HOTFIX1}",
+        "-e", "fastapi_deploy_serial=100%", "-e", f"fastapi_app_release_id={HOTFIX1}",
+        "-e", f"fastapi_service_port={PORT}", "-e", "fastapi_service_workers=3", "-e", json.dumps(env),
+        "-e", "fastapi_service_timeout_graceful_shutdown=12", "-e", "fastapi_service_timeout_stop_sec=15",
         "-e", json.dumps({"fastapi_deploy_message": "hotfix for #1234"}), env=ansible_env(FASTAPI_DEPLOY_USER="ci-bob"),
-        during=second_deploy)
+        keep_alive=1, during=during)
     assert result.returncode == 0, result.stdout[-6000:]
+    # the second deploy: refused while the first ran, before any host changed
     refused = seen["result"]
     assert seen["holder"].get("user") == "ci-bob", seen
     assert refused.returncode != 0 and not seen["first_done"], "refused while the first deploy ran"
@@ -215,10 +254,23 @@ def test_two_hosts_at_once_while_a_second_deploy_is_refused(hosts, url, lb_ip, t
     assert "Nothing was changed by this run" in refused.flat
     assert "Wait until it ends" in refused.flat and "that run is gone" not in refused.flat
     assert "PLAY [Put nginx in front" not in refused.stdout, "stopped before any host changed"
+    # one batch; each host moved once to its new instance on the new port; the old ones gone
     assert result.stdout.count("PLAY [Roll the release out") == 1, "one batch of two hosts"
-    _assert_moved_once_each(watcher, before)
+    _assert_moved_once_each(watcher, before, hosts, ports=(PORT, PORT + 1))
+    for name in APPS:
+        old_unit_h, old_port_h = before[name][1]
+        assert not hosts[name].file(f"/etc/systemd/system/{old_unit_h}.service").exists
+        assert hosts[name].run(f"curl -s -m 2 http://127.0.0.1:{old_port_h}/health").rc != 0, "the old port is silent"
+        assert len(worker_pids(hosts[name], "hello-api")) == 3
     assert _releases_now(hosts) == {name: HOTFIX1 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"4.0.0"})
+    for _ in range(len(APPS) * 3):
+        assert https_json(lb_ip)[0]["greeting"] == GREETING
+    # the slow request finished on the old instance, after the balancer had moved on
+    assert slow.get("status") == "200", slow
+    assert json.loads(slow["body"])["version"] == "2.0.0", "answered by the old instance"
+    assert slow["answered"] - slow["sent"] >= 10
+    assert watcher.moved_at[first][-1] < slow["answered"], "the balancer had moved on while it was in progress"
     assert_load_spanned(stats, result, "2.0.0", "4.0.0", baseline)
     assert all(lock_holder(hosts[name]) == {} for name in APPS), "the first deploy gave its lock back"
 
@@ -227,19 +279,22 @@ def test_rollback_chooses_one_release_for_the_fleet_under_load(hosts, url, lb_ip
     """rollback.yml with no release named: the newest release good on every host older than
     the one serving (HOTFIX1), by time, is V9 (V10 failed on the first host and is known failed
     on both), for every host, under load, one host at a time like a deploy, failing no request.
+    The app's port stays where HOTFIX1 put it (8010, given again: rollback.yml does not run the
+    firewall role, which guards the app's ports); the workers go back to the inventory's 2.
     With fastapi_app_keep_releases=2, retention keeps the good releases: the current one (V9),
     HOTFIX1 (newer than current), the rollback target (the release before V9), and removes the
     failed V10 and every virtualenv no kept release uses."""
     before = {name: _units(hosts[name]) for name in APPS}
     notifier.clear()
     result, stats, watcher = _deploy_watched(hosts, url, "-e", "fastapi_app_keep_releases=2", *notifier.args(),
-                                             playbook="rollback.yml")
+                                             "-e", f"fastapi_service_port={PORT}", playbook="rollback.yml")
     assert result.returncode == 0, result.stdout[-6000:]
     assert _releases_now(hosts) == {name: V9 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
     assert result.stdout.count("PLAY [Roll back, new beside old") == 2, "two batches of one host"
-    first_moved, second_moved = _assert_moved_once_each(watcher, before)
+    first_moved, second_moved = _assert_moved_once_each(watcher, before, hosts, ports=(PORT, PORT + 1))
     assert first_moved < second_moved
+    assert all(len(worker_pids(hosts[name], "hello-api")) == 2 for name in APPS)
     assert_load_spanned(stats, result, "4.0.0", "2.0.0", baseline)
     events = notifier.events()
     assert [e["event"] for e in events] == ["started", "rolled_back"], events
@@ -276,66 +331,3 @@ def test_a_new_app_host_joins_without_a_dead_backend(hosts, url, lb_ip, baseline
     assert served(lb_ip) == (set(APPS), {after})
     assert_load_spanned(stats, result, before, after, baseline)
 
-
-PORT = 8010
-GREETING = "Hello, switched"
-
-
-def test_settings_and_code_change_with_a_slow_request_in_progress(hosts, url, lb_ip, tmp_path_factory, baseline):
-    """Last (its settings stay): half the app hosts at a time (fastapi_deploy_serial as a
-    percentage: two batches of one), one deploy changes the port, the number of workers, an
-    environment value, the graceful shutdown and the code at once (a new instance starts
-    whenever the unit files it would run differ, whatever the setting: fastapi_service's
-    candidate.yml), under load with a keep-alive client. Each host then serves from the other
-    instance on the new port, with 3 workers and the new value; the balancer moved each host once,
-    from the old port to the new, never marking it down; the old instances are gone. A 10 s
-    request to the first host's serving instance, sent once its new instance is healthy, is
-    answered by the old release: the balancer moves to the new instance meanwhile and the old one
-    stops only once the request is answered; the other requests do not wait for it."""
-    first = APPS[0]
-    before = {name: serving(hosts[name]) for name in APPS}
-    (version,) = served(lb_ip)[1]
-    old_unit, old_port = before[first]
-    new_port = PORT + 1 if old_port == PORT else PORT
-    slow = {}
-
-    def hold_a_slow_request(_deploy):
-        # sent once the new instance answers its health check: the balancer moves right after
-        host = hosts[first]
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and host.run(f"curl -sf -m 1 http://127.0.0.1:{new_port}/health").rc != 0:
-            time.sleep(0.2)
-        slow["sent"] = time.time()
-        out = host.run(f"curl -sS -m 60 -w '\\n%{{http_code}}' 'http://127.0.0.1:{old_port}/slow?seconds=10'")
-        slow["answered"] = time.time()
-        slow["body"], _, slow["status"] = out.stdout.rpartition("\n")
-
-    env = {"fastapi_app_environment": {"APP_VERSION": "{{ fastapi_app_version }}", "GREETING": GREETING}}
-    result, stats, watcher = _deploy_watched(
-        hosts, url, "-e", "fastapi_deploy_serial=50%", "-e", f"fastapi_service_port={PORT}",
-        "-e", "fastapi_service_workers=3", "-e", json.dumps(env),
-        "-e", "fastapi_service_timeout_graceful_shutdown=12", "-e", "fastapi_service_timeout_stop_sec=15",
-        "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'slow')}", "-e", "fastapi_app_version=8.0.0",
-        keep_alive=1, during=hold_a_slow_request)
-    assert result.returncode == 0, result.stdout[-6000:]
-    assert result.stdout.count("PLAY [Roll the release out") == 2, "two batches of one host"
-    # the slow request finished on the old instance, after the balancer had moved on
-    assert slow.get("status") == "200", slow
-    assert json.loads(slow["body"])["version"] == version, "answered by the old instance"
-    assert slow["answered"] - slow["sent"] >= 10
-    assert watcher.moved_at[first][-1] < slow["answered"], "the balancer had moved on while it was in progress"
-    # each host switched to its other instance, on the new port
-    assert watcher.seen_down == set(), vars(watcher)
-    for name in APPS:
-        host = hosts[name]
-        unit, port = serving(host)
-        old_unit_h, old_port_h = before[name]
-        assert unit != old_unit_h and port in (PORT, PORT + 1) and port != old_port_h, (name, unit, port, before[name])
-        assert watcher.ports(name) == [old_port_h, port], (name, watcher.moves)
-        assert not host.file(f"/etc/systemd/system/{old_unit_h}.service").exists
-        assert host.run(f"curl -s -m 2 http://127.0.0.1:{old_port_h}/health").rc != 0, "nothing answers on the old port"
-        assert len(worker_pids(host, "hello-api")) == 3
-    for _ in range(len(APPS) * 3):
-        data = https_json(lb_ip)[0]
-        assert (data["greeting"], data["version"]) == (GREETING, "8.0.0"), data
-    assert_load_spanned(stats, result, version, "8.0.0", baseline)

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from deploytest import (ROOT, HostLoad, current_release, http_get, http_json, https_get, main_pid, run_playbook, serving,
-                        worker_pids)
+from deploytest import (ROOT, START_SLACK, HostLoad, current_release, http_get, http_json, https_get, main_pid, run_playbook,
+                        serving, worker_pids)
 
 
 def test_app_user_is_a_system_user_without_login_shell(host):
@@ -208,7 +208,7 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     before = {pid for pid, (first, _) in stats["spans"].items() if first < started}
     after = {pid for pid, (_, last) in stats["spans"].items() if last > ended}
     assert before and after and not before & after, stats["spans"]
-    bound = svars["fastapi_service_timeout_stop_sec"] + 7
+    bound = svars["fastapi_service_timeout_stop_sec"] + START_SLACK
     assert stats["max_latency_s"] <= bound, f"a request waited {stats['max_latency_s']} s (bound {bound} s)"
 
 

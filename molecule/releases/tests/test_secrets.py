@@ -33,6 +33,9 @@ from deploytest import (PROXY_VARS, ROOT, Load, app_copy, assert_latency_within,
                         https_get, main_pid, releases, run_playbook, serving)
 
 pytestmark = pytest.mark.usefixtures("restore")
+# Its deploys give every setting it checks (code, environment, certificate, arguments): any
+# serving state will do.
+STARTS_FROM_ANY_SERVING_STATE = True
 SECRETS = [f"s3cr3t-{uuid.uuid4().hex}", f"s3cr3t-{uuid.uuid4().hex}"]
 PIP_PASSWORD = f"pipPW-{uuid.uuid4().hex}"
 # No "{{" or "{%": Ansible would template those (quote them with !unsafe in an inventory).
