@@ -47,13 +47,14 @@ def user_host(vm):
     return _host(vm, sudo=False)
 
 
-def ssh(vm, command, timeout=30):
+def ssh(vm, command, timeout=30, input=None):
     """Run one command over a new SSH connection, with the scenario's settings, as the login
-    user; returns the CompletedProcess, or None if it did not finish within `timeout` seconds."""
+    user (`input` on its standard input); returns the CompletedProcess, or None if it did not
+    finish within `timeout` seconds."""
     try:
         return subprocess.run(
             ["ssh", *vm["ssh_args"], "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ControlPath=none",
              "-i", vm["identity_file"], "-p", str(vm["port"]), f"{vm['user']}@{vm['address']}", command],
-            capture_output=True, text=True, timeout=timeout)
+            capture_output=True, text=True, timeout=timeout, input=input)
     except subprocess.TimeoutExpired:
         return None

@@ -6,10 +6,13 @@ import json
 import re
 import time
 
+import yaml
+
 from conftest import ssh
-from deploytest import SANDBOX_VARS, main_pid, sandbox_applied, serving
+from deploytest import REPO_ROOT, SANDBOX_VARS, SCENARIO_DIR, main_pid, sandbox_applied, serving
 
 NAME = SANDBOX_VARS["fastapi_service_name"]
+VM_VARS = yaml.safe_load((SCENARIO_DIR / "host_vars/fastapi-vm.yml").read_text())
 
 
 def test_login_user_is_unprivileged(user_host, host):
@@ -55,6 +58,54 @@ def test_virtualenv_came_from_the_wheelhouse_not_an_index(host):
     assert version == SANDBOX_VARS["fastapi_app_fastapi_version"]
     assert not host.file(f"{venv}/wheelhouse").exists
     assert host.run(f"{venv}/bin/pip download --no-deps -d /tmp/x idna==3.20 --timeout 5 --retries 0").rc != 0
+
+
+def test_a_restart_under_load_waits_for_its_stop_not_for_a_timeout(vm, host):
+    """The one host here where stop timings are real (cgroup v2: systemd sees a stopped unit's
+    last process go; on the cgroup v1 container hosts every stop waits TimeoutStopSec whole). A
+    restart of the serving instance under load on the app's own socket in the VM (no nginx between,
+    which would retry a failed GET; half the clients POST): the restart returns after the graceful
+    stop, far within TimeoutStopSec (120 s in this scenario), no request fails, none waits
+    TimeoutStopSec (they wait in the socket's queue for the stop and the start: seconds to minutes
+    of importing FastAPI under emulation), and other processes answer after it."""
+    unit, port = serving(host)
+    stop_sec = VM_VARS["fastapi_service_timeout_stop_sec"]
+    old_pid = main_pid(host, NAME)
+    copied = ssh(vm, "cat > /tmp/loadgen.py", input=(REPO_ROOT / "bench/loadgen.py").read_text())
+    assert copied and copied.returncode == 0, copied
+    started = ssh(vm, f"rm -f /tmp/vmload.json /tmp/vmload.stop; nohup python3 /tmp/loadgen.py http://127.0.0.1:{port}/"
+                      " --requests 10000000 --concurrency 2 --post 1 --pause 0.1 --max-seconds 1200 --timeout 240"
+                      " --stop-file /tmp/vmload.stop --span-field pid > /tmp/vmload.json 2>/tmp/vmload.err &")
+    assert started and started.returncode == 0, started
+    time.sleep(15)  # answered for a while first (Python starts slowly under emulation)
+    before = time.time()
+    restart = host.run(f"systemctl restart {unit}.service")
+    took = time.time() - before
+    assert restart.rc == 0, restart.stderr
+    assert took < stop_sec / 4, f"the restart took {took:.1f} s: it waited for a timeout (TimeoutStopSec={stop_sec})"
+    # until the new processes answer, then a little longer
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and host.run(f"curl -sf -m 5 http://127.0.0.1:{port}/health").rc != 0:
+        time.sleep(2)
+    time.sleep(10)
+    after = time.time()
+    ssh(vm, "touch /tmp/vmload.stop")
+    out = None
+    for _ in range(60):
+        out = ssh(vm, "test -s /tmp/vmload.json && cat /tmp/vmload.json")
+        if out and out.returncode == 0:
+            break
+        time.sleep(2)
+    assert out and out.returncode == 0, (out, ssh(vm, "cat /tmp/vmload.err"))
+    stats = json.loads(out.stdout)
+    assert main_pid(host, NAME) != old_pid
+    assert stats["failed"] == 0, stats
+    assert stats["get_ok"] > 0 and stats["post_ok"] > 0, stats
+    assert stats["max_latency_s"] < stop_sec, f"a request waited {stats['max_latency_s']} s: {stats}"
+    assert stats["started_at"] < before and stats["ended_at"] > after, "the load spanned the restart"
+    old = {pid for pid, (first, _) in stats["spans"].items() if first < before}
+    new = {pid for pid, (_, last) in stats["spans"].items() if last > before + took}
+    assert old and new and not old & new, stats["spans"]
 
 
 def test_reboot_brings_the_app_back_on_its_own(vm, host):
