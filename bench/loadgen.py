@@ -50,7 +50,7 @@ def main() -> int:
     args = parser.parse_args()
 
     url = urllib.parse.urlsplit(args.url)
-    path = url.path or "/"
+    path = (url.path or "/") + (f"?{url.query}" if url.query else "")  # a query tags a load's requests
     lock = threading.Lock()
     counts = collections.Counter()
     errors = collections.Counter()

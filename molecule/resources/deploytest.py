@@ -238,6 +238,7 @@ def converged(request):
         restore_converged_state()
         _changed_marker().unlink()
     yield
+    stop_leftover_loads()
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +249,15 @@ def restore(converged):
     that fails or is killed half way is undone too."""
     _changed_marker().touch()
     yield
+
+
+def stop_leftover_loads():
+    """Kill the load generators that a failed test started and never stopped (each would load
+    the machine for up to 25 minutes): at the end of every test module (the converged fixture)."""
+    for proc in list(Load.running):
+        proc.kill()
+        proc.wait()
+        Load.running.discard(proc)
 
 
 def pytest_collection_modifyitems(items):
@@ -269,11 +279,17 @@ class Load:
     saw: "upstream_lines" (requests the balancer logged for the load) and "upstream_failures"
     (those with an upstream attempt that did not answer 200, retried or not)."""
 
+    running = set()  # loads started and not stopped (a test failed between): stop_leftover_loads()
+
     def __init__(self, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version", keep_alive=0,
                  post=None, balancer=None, site=PROXY_VARS["fastapi_proxy_name"]):
         self._dir = tempfile.mkdtemp(prefix="load-")
         self.stop_file = Path(self._dir) / "stop"
-        self.path = urllib.parse.urlsplit(url).path or "/"
+        # its own query on every request, so that the balancer's log tells its requests from any
+        # other load's (one that a failed test left running until its module ends, for one)
+        parts = urllib.parse.urlsplit(url)
+        self.path = f"{parts.path or '/'}?load={Path(self._dir).name.removeprefix('load-')}"
+        url = urllib.parse.urlunsplit(parts._replace(path=parts.path or "/", query=self.path.partition("?")[2]))
         self.balancer, self.upstream_log = balancer, f"/var/log/nginx/fastapi-{site}-upstreams.log"
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO_ROOT / "bench/loadgen.py"), url, "--requests", "10000000",
@@ -281,12 +297,14 @@ class Load:
              "--timeout", str(timeout), "--stop-file", str(self.stop_file), "--span-field", span_field,
              "--keep-alive", str(keep_alive), "--post", str(concurrency // 2 if post is None else post)],
             stdout=subprocess.PIPE, text=True)
+        Load.running.add(self.proc)
         time.sleep(warmup)  # answered for a while before the change starts
 
     def stop(self, settle=2.0):
         time.sleep(settle)  # and after it ended
         self.stop_file.touch()
         out, _ = self.proc.communicate(timeout=300)
+        Load.running.discard(self.proc)
         shutil.rmtree(self._dir, ignore_errors=True)
         stats = json.loads(out)
         if self.balancer is not None:
