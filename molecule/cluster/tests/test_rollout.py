@@ -13,6 +13,7 @@ in time; hotfix1, v10, v9 by name). The tests run in order, each on the state th
 left; the converged state comes back before the next module."""
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -158,6 +159,41 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     assert all(lock_holder(hosts[name]) == {} for name in APPS)
 
 
+def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_ip, tmp_path_factory, notifier, baseline):
+    """The release cannot be made on the second app host (a directory of its id is already
+    there: releases are never overwritten), while the first builds it: no host switches, the
+    balancer's view does not change, the first host is not counted as failed but still finishes
+    (its lock given back, its log saying why it did not switch), the second logs the failure,
+    and the notifiers hear it. (Under any_errors_fatal the first host was failed too and left out
+    of the finish: its lock stayed.)"""
+    first, second = APPS
+    blocked = f"v11-{TAG}"
+    hosts[second].run(f"mkdir -p {ROOT}/releases/{blocked}")
+    units_before = {name: _units(hosts[name]) for name in APPS}
+    version = served(lb_ip)[1].pop()
+    notifier.clear()
+    try:
+        result, stats, watcher = _deploy_watched(
+            hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v11')}", "-e", "fastapi_app_version=11.0.0",
+            "-e", f"fastapi_app_release_id={blocked}", *notifier.args())
+    finally:  # neither the half-made release nor the obstacle stays for the next tests
+        for name in APPS:
+            hosts[name].run(f"rm -rf {ROOT}/releases/{blocked}")
+    assert result.returncode != 0
+    assert f"The deploy stopped while preparing {second}" in result.flat, result.flat[-6000:]
+    assert f"Release {blocked} already exists" in result.flat
+    assert watcher.seen_down == set() and all(len(m) == 1 for m in watcher.moves.values()), vars(watcher)
+    assert {name: _units(hosts[name]) for name in APPS} == units_before
+    assert_load_spanned(stats, result, version, version, baseline)
+    assert all(lock_holder(hosts[name]) == {} for name in APPS), "every lock given back"
+    ends = {name: [r for r in deploy_log(hosts[name]) if r["event"] == "end"][-1] for name in APPS}
+    assert ends[second]["result"] == "failed" and "already exists" in ends[second]["reason"], ends[second]
+    assert ends[first]["result"] == f"not switched (the run stopped at {second})", ends[first]
+    events = notifier.events()
+    assert [e["event"] for e in events] == ["started", "failed"], events
+    assert events[1]["failed_hosts"] == second, events[1]
+
+
 def test_deploy_log_and_releases_in_time_order(hosts):
     """releases.yml: each host's releases newest first by creation time (V10 before V9 although
     'v9' > 'v10' by name), V10 failed there; the fleet's deploy log with the failed and the good
@@ -295,6 +331,11 @@ def test_rollback_chooses_one_release_for_the_fleet_under_load(hosts, url, lb_ip
     first_moved, second_moved = _assert_moved_once_each(watcher, before, hosts, ports=(PORT, PORT + 1))
     assert first_moved < second_moved
     assert all(len(worker_pids(hosts[name], "hello-api")) == 2 for name in APPS)
+    # the settings a deploy computes from facts: the balancer is trusted for X-Forwarded-*
+    for name in APPS:
+        unit = hosts[name].file(f"/etc/systemd/system/{serving(hosts[name])[0]}.service").content_string
+        trusted = re.search(r"--forwarded-allow-ips (\S+)", unit)
+        assert trusted and lb_ip in trusted.group(1).split(","), unit
     assert_load_spanned(stats, result, "4.0.0", "2.0.0", baseline)
     events = notifier.events()
     assert [e["event"] for e in events] == ["started", "rolled_back"], events
