@@ -185,3 +185,20 @@ def test_good_input_passes_check_mode_which_takes_no_lock_and_warns_of_one(host,
         assert lock_holder(host, name) == holder and deploy_log(host, name) == log
     finally:
         assert run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml").returncode == 0
+
+
+def test_an_existing_account_as_the_app_user_is_refused_before_the_host_changes(host, name):
+    """fastapi_host_user naming an account the role did not make (www-data, nginx's workers here)
+    is refused on the host, before its packages, users or app change: the account keeps its home
+    and shell, the app serves on from the same process, the lock is given back, and the error
+    names the setting and the opt-in."""
+    account = host.check_output("getent passwd www-data")
+    before = {k: v for k, v in _state(host, name).items() if k != "deploy_log"}
+    result = run_playbook("-e", "fastapi_host_user=www-data")
+    assert result.returncode != 0
+    assert "fastapi_host_user is 'www-data', an account that already exists" in result.flat, result.flat[-3000:]
+    assert "fastapi_host_user_adopt: true" in result.flat
+    assert host.check_output("getent passwd www-data") == account
+    assert {k: v for k, v in _state(host, name).items() if k != "deploy_log"} == before
+    assert deploy_log(host, name)[-1]["result"] == "failed"
+    assert http_get(host, "/health")[0] == 200
