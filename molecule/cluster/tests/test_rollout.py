@@ -15,6 +15,7 @@ left; the converged state comes back before the next module."""
 import json
 import re
 import secrets
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -192,6 +193,56 @@ def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_i
     events = notifier.events()
     assert [e["event"] for e in events] == ["started", "failed"], events
     assert events[1]["failed_hosts"] == second, events[1]
+
+
+HELPER = "/usr/local/lib/fastapi-deploy/nginx-reload-and-wait"
+
+
+def test_a_reload_failing_after_the_balancer_moved_points_it_back_first(hosts, url, lb_ip, tmp_path_factory, baseline):
+    """The balancer's reload succeeds but its helper then reports a failure (as when it times out
+    waiting for the new workers): the balancer already sends the first host's requests to the
+    new instance. The rollout stops there, and the balancer is pointed back at the old instance
+    (and reloaded) before the new one is removed: its upstream went old, new, old; no upstream
+    attempt failed (none reached a closed port), and the host serves from the same process.
+    (The helper fails once: installed after the balancer's own setup, during the build.)"""
+    first, second = APPS
+    release = f"v12-{TAG}"
+    units_before = {name: _units(hosts[name]) for name in APPS}
+    pid_before = {name: hosts[name].check_output(f"systemctl show -p MainPID --value {serving(hosts[name])[0]}.service")
+                  for name in APPS}
+    version = served(lb_ip)[1].pop()
+    lb = hosts[LB]
+    lb.run("rm -f /run/reload-failed-once")
+
+    def fail_the_next_reload_once(future):
+        while not future.done() and not hosts[first].file(f"{ROOT}/releases/{release}").exists:
+            time.sleep(0.2)
+        wrapper = ('#!/bin/sh\n"$0.real" "$@" || exit $?\n[ -e /run/reload-failed-once ] && exit 0\n'
+                   'touch /run/reload-failed-once\necho "injected: the new workers did not start in time" >&2\nexit 1\n')
+        lb.run(f"cp -p {HELPER} {HELPER}.real")
+        subprocess.run(["podman", "exec", "-i", LB, "sh", "-c", f"cat > {HELPER}.new && chmod 0755 {HELPER}.new && mv -f {HELPER}.new {HELPER}"],
+                       input=wrapper, text=True, check=True)
+
+    try:
+        result, stats, watcher = _deploy_watched(
+            hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v12')}", "-e", "fastapi_app_version=12.0.0",
+            "-e", f"fastapi_app_release_id={release}", "-e", "fastapi_deploy_serial=1", during=fail_the_next_reload_once)
+    finally:  # the real helper back; no release of this run stays for the next tests
+        lb.run(f"[ -e {HELPER}.real ] && mv -f {HELPER}.real {HELPER}; rm -f /run/reload-failed-once")
+        for name in APPS:
+            hosts[name].run(f"rm -rf {ROOT}/releases/{release}")
+    assert result.returncode != 0
+    assert "injected: the new workers did not start in time" in result.flat, result.flat[-6000:]
+    assert f"stopped at {first}" in result.flat
+    old_port, ports = units_before[first][1][1], watcher.ports(first)
+    assert len(ports) == 3 and ports[0] == ports[2] == old_port != ports[1], watcher.moves
+    assert len(watcher.moves[second]) == 1 and watcher.seen_down == set(), vars(watcher)
+    assert {name: _units(hosts[name]) for name in APPS} == units_before
+    assert {name: hosts[name].check_output(f"systemctl show -p MainPID --value {serving(hosts[name])[0]}.service")
+            for name in APPS} == pid_before
+    assert_load_spanned(stats, result, version, version, baseline)
+    assert "12.0.0" in stats["versions"], "the new instance served while the balancer sent to it"
+    assert all(lock_holder(hosts[name]) == {} for name in APPS)
 
 
 def test_deploy_log_and_releases_in_time_order(hosts):
