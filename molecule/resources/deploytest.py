@@ -84,6 +84,21 @@ def run_playbook(*extra_args, limit=None, check=False, playbook="deploy.yml", ti
     return result
 
 
+def changed_tasks(result):
+    """(task, host) for each task that reported a change in a run's output (the default callback's
+    "TASK [...]" headers and "changed: [host]" lines), in order, each pair once."""
+    task, found = None, []
+    for line in result.stdout.splitlines():
+        header = re.match(r"^(?:TASK|RUNNING HANDLER) \[(.*)\] \*+$", line)
+        if header:
+            task = header.group(1)
+            continue
+        changed = re.match(r"^changed: \[([^\]]+)\]", line)
+        if changed and (task, changed.group(1)) not in found:
+            found.append((task, changed.group(1)))
+    return found
+
+
 def run_playbooks(arg_lists, workers=3, **kwargs):
     """run_playbook for each list of arguments, `workers` at a time; results in the same order.
     For independent runs that change nothing (the bad-input table): they run side by side."""
@@ -270,6 +285,14 @@ def pytest_collection_modifyitems(items):
                                  bool(getattr(getattr(item, "module", None), ANY_SERVING_STATE, False))))
 
 
+# Each load client waits this long between its requests: 4 clients send about 35 requests a
+# second through a balancer here, so any half second of a switch carries 15 or more, half of
+# them POST (a host refusing for half a second shows in the client's and the balancer's
+# figures). Twice that rate cost about 300 CPU-seconds of the suite's run on 2 cores (a new TLS
+# connection per request on both ends) and showed nothing more.
+LOAD_PAUSE = 0.1
+
+
 class Load:
     """bench/loadgen.py on the controller against `url` until stop(): `concurrency` clients,
     a new connection per request (but the first `keep_alive` clients keep theirs open), the
@@ -281,7 +304,7 @@ class Load:
 
     running = set()  # loads started and not stopped (a test failed between): stop_leftover_loads()
 
-    def __init__(self, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version", keep_alive=0,
+    def __init__(self, url, concurrency=4, pause=LOAD_PAUSE, timeout=120, warmup=2.0, span_field="version", keep_alive=0,
                  post=None, balancer=None, site=PROXY_VARS["fastapi_proxy_name"]):
         self._dir = tempfile.mkdtemp(prefix="load-")
         self.stop_file = Path(self._dir) / "stop"
@@ -377,7 +400,7 @@ class HostLoad:
     nginx between: nginx retries a GET whose upstream connection failed, which would hide it),
     until stop(). Same arguments and figures as Load."""
 
-    def __init__(self, host, instance, url, concurrency=4, pause=0.05, timeout=120, warmup=2.0, span_field="version"):
+    def __init__(self, host, instance, url, concurrency=4, pause=LOAD_PAUSE, timeout=120, warmup=2.0, span_field="version"):
         self.host = host
         subprocess.run(["podman", "cp", str(REPO_ROOT / "bench/loadgen.py"), f"{instance}:/tmp/loadgen.py"], check=True)
         host.run(f"rm -f /tmp/load.json /tmp/load.stop; nohup python3 /tmp/loadgen.py {url} --requests 10000000"

@@ -41,17 +41,18 @@ def notifier(tmp_path_factory):
 
 
 def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.yml", env=None, during=None,
-                    keep_alive=0):
-    """Run a deploy under load with the balancer watched; `during(result_future)` runs while it does."""
+                    keep_alive=0, load=True):
+    """Run a deploy under load (unless not `load`: the stats are then None) with the balancer
+    watched; `during(result_future)` runs while it does."""
     watcher = BackendWatcher(hosts[LB], "hello-api")
-    load = Load(url, span_field=span_field, balancer=hosts[LB], keep_alive=keep_alive)
+    load = Load(url, span_field=span_field, balancer=hosts[LB], keep_alive=keep_alive) if load else None
     watcher.start()
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(run_playbook, *args, playbook=playbook, env=env)
         if during:
             during(future)
         result = future.result()
-    stats = load.stop()
+    stats = load.stop() if load else None
     watcher.stop()
     return result, stats, watcher
 
@@ -64,6 +65,11 @@ def _units(host):
     """The app's unit files on the host and a checksum of each, and the instance recorded as serving."""
     sums = host.check_output("cd /etc/systemd/system && sha1sum hello-api*.service hello-api*.socket")
     return sums, serving(host)
+
+
+def _main_pid(host):
+    """The main PID of the instance that serves on the host."""
+    return host.check_output(f"systemctl show -p MainPID --value {serving(host)[0]}.service")
 
 
 def _assert_moved_once_each(watcher, before, hosts, ports=(8000, 8001)):
@@ -160,23 +166,25 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     assert all(lock_holder(hosts[name]) == {} for name in APPS)
 
 
-def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_ip, tmp_path_factory, notifier, baseline):
+def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_ip, tmp_path_factory, notifier):
     """The release cannot be made on the second app host (a directory of its id is already
     there: releases are never overwritten), while the first builds it: no host switches, the
-    balancer's view does not change, the first host is not counted as failed but still finishes
-    (its lock given back, its log saying why it did not switch), the second logs the failure,
-    and the notifiers hear it. (Under any_errors_fatal the first host was failed too and left out
-    of the finish: its lock stayed.)"""
+    balancer's view does not change, no serving process is touched, the first host is not
+    counted as failed but still finishes (its lock given back, its log saying why it did not
+    switch), the second logs the failure, and the notifiers hear it. (Under any_errors_fatal the
+    first host was failed too and left out of the finish: its lock stayed.) No load: nothing
+    that serves moves here, which the balancer's view and the main PIDs show."""
     first, second = APPS
     blocked = f"v11-{TAG}"
     hosts[second].run(f"mkdir -p {ROOT}/releases/{blocked}")
     units_before = {name: _units(hosts[name]) for name in APPS}
+    pid_before = {name: _main_pid(hosts[name]) for name in APPS}
     version = served(lb_ip)[1].pop()
     notifier.clear()
     try:
-        result, stats, watcher = _deploy_watched(
+        result, _, watcher = _deploy_watched(
             hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v11')}", "-e", "fastapi_app_version=11.0.0",
-            "-e", f"fastapi_app_release_id={blocked}", *notifier.args())
+            "-e", f"fastapi_app_release_id={blocked}", *notifier.args(), load=False)
     finally:  # neither the half-made release nor the obstacle stays for the next tests
         for name in APPS:
             hosts[name].run(f"rm -rf {ROOT}/releases/{blocked}")
@@ -185,7 +193,8 @@ def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_i
     assert f"Release {blocked} already exists" in result.flat
     assert watcher.seen_down == set() and all(len(m) == 1 for m in watcher.moves.values()), vars(watcher)
     assert {name: _units(hosts[name]) for name in APPS} == units_before
-    assert_load_spanned(stats, result, version, version, baseline)
+    assert {name: _main_pid(hosts[name]) for name in APPS} == pid_before
+    assert served(lb_ip) == (set(APPS), {version})
     assert all(lock_holder(hosts[name]) == {} for name in APPS), "every lock given back"
     ends = {name: [r for r in deploy_log(hosts[name]) if r["event"] == "end"][-1] for name in APPS}
     assert ends[second]["result"] == "failed" and "already exists" in ends[second]["reason"], ends[second]
@@ -208,8 +217,7 @@ def test_a_reload_failing_after_the_balancer_moved_points_it_back_first(hosts, u
     first, second = APPS
     release = f"v12-{TAG}"
     units_before = {name: _units(hosts[name]) for name in APPS}
-    pid_before = {name: hosts[name].check_output(f"systemctl show -p MainPID --value {serving(hosts[name])[0]}.service")
-                  for name in APPS}
+    pid_before = {name: _main_pid(hosts[name]) for name in APPS}
     version = served(lb_ip)[1].pop()
     lb = hosts[LB]
     lb.run("rm -f /run/reload-failed-once")
@@ -238,8 +246,7 @@ def test_a_reload_failing_after_the_balancer_moved_points_it_back_first(hosts, u
     assert len(ports) == 3 and ports[0] == ports[2] == old_port != ports[1], watcher.moves
     assert len(watcher.moves[second]) == 1 and watcher.seen_down == set(), vars(watcher)
     assert {name: _units(hosts[name]) for name in APPS} == units_before
-    assert {name: hosts[name].check_output(f"systemctl show -p MainPID --value {serving(hosts[name])[0]}.service")
-            for name in APPS} == pid_before
+    assert {name: _main_pid(hosts[name]) for name in APPS} == pid_before
     assert_load_spanned(stats, result, version, version, baseline)
     assert "12.0.0" in stats["versions"], "the new instance served while the balancer sent to it"
     assert all(lock_holder(hosts[name]) == {} for name in APPS)
