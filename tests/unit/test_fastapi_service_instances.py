@@ -69,9 +69,34 @@ def test_serving_is_the_recorded_instance():
 
 
 def test_nothing_recorded_and_no_legacy_unit_serves_nothing():
-    # a run stopped after starting its first instance, before recording it: that one is stale
+    # a run stopped after starting its first instance, before it was enabled (it passed no
+    # health check, no balancer sends to it): that one is stale
     found = instances.find_instances("api", {"api-a.service": service()})
     assert instances.choose_serving(found, "") is None
+    found[0].update(active=True, enabled=False)
+    assert instances.choose_serving(found, "") is None and instances.ambiguous(found, "") == []
+
+
+@pytest.mark.parametrize("recorded", ["", "api-c"])
+def test_a_lost_record_is_the_one_instance_enabled_at_boot(recorded):
+    """The record lost (or naming no instance): the instance enabled at boot serves (a switch
+    enables the new one only after its health check and the balancers' move), not nothing,
+    which would make every instance stale and stopped before its replacement is healthy."""
+    found = instances.find_instances("api", {"api-a.service": service(), "api-b.service": service()})
+    found[0].update(active=True, enabled=False)  # a candidate a killed run left
+    found[1].update(active=True, enabled=True)
+    assert instances.choose_serving(found, recorded)["unit"] == "api-b"
+    assert instances.ambiguous(found, recorded) == []
+
+
+def test_two_instances_enabled_and_no_record_is_ambiguous():
+    found = instances.find_instances("api", {"api-a.service": service(), "api-b.service": service()})
+    for instance in found:
+        instance.update(active=True, enabled=True)
+    assert instances.choose_serving(found, "") is None
+    assert instances.ambiguous(found, "") == ["api-a", "api-b"]
+    # a record settles it
+    assert instances.choose_serving(found, "api-a")["unit"] == "api-a" and instances.ambiguous(found, "api-a") == []
 
 
 def test_a_host_from_before_instances_serves_its_legacy_unit():

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import APPS
-from deploytest import current_release, deploy_log, lock_holder, run_playbook
+from deploytest import ansible_env, current_release, deploy_log, lock_holder, run_playbook
 
 LOCK = "/var/lib/fastapi-deploy/hello-api.lock"
 
@@ -56,16 +56,21 @@ def test_a_lock_left_by_a_killed_run_is_explained_and_released_by_hand(hosts, fr
     assert (record["event"], record["run"]) == ("released", holder["run"]) and record["released_by"], record
 
 
+# The reason comes from the controller's environment, as a commit title would: never templated
+# (given with -e, the {{ }} would be evaluated), kept as written, with its quote and % sign.
+REASON = "db upgrade {{ 7 * 7 }}, 20% of 'rows'"
+
+
 def test_a_maintenance_lock_stops_deploys_and_rollbacks_until_released(hosts, free_lock):
-    taken = run_playbook("-e", "fastapi_deploy_lock_action=acquire", "-e", "fastapi_deploy_message='db upgrade, 20 min'",
-                         playbook="lock.yml")  # quoted inside, as in a shell: -e "fastapi_deploy_message='...'"
+    taken = run_playbook("-e", "fastapi_deploy_lock_action=acquire", playbook="lock.yml",
+                         env=ansible_env(FASTAPI_DEPLOY_MESSAGE=REASON))
     assert taken.returncode == 0, taken.stdout[-3000:]
-    assert "holds the deploy lock of hello-api: db upgrade, 20 min" in taken.flat
+    assert f"holds the deploy lock of hello-api: {REASON}" in taken.flat
     holders = [lock_holder(hosts[name]) for name in APPS]
-    assert holders[0] == holders[1] and holders[0]["message"] == "db upgrade, 20 min" and holders[0]["pid"] == 0
+    assert holders[0] == holders[1] and holders[0]["message"] == REASON and holders[0]["pid"] == 0
     refused = run_playbook(playbook="rollback.yml")
     assert refused.returncode != 0
-    assert "'db upgrade, 20 min'" in refused.flat and "for lock.yml" in refused.flat, refused.flat[-3000:]
+    assert "db upgrade {{ 7 * 7 }}, 20% of" in refused.flat and "for lock.yml" in refused.flat, refused.flat[-3000:]
     assert "(a maintenance lock) release it with" in refused.flat and "that run is gone" not in refused.flat
     assert [lock_holder(hosts[name]) for name in APPS] == holders, "still held"
     released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")

@@ -132,6 +132,46 @@ def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory
     assert all(lock_holder(hosts[name]) == {} for name in APPS), "the lock was given back"
 
 
+def _backend_files(lb):
+    return lb.check_output("cd /etc/nginx/fastapi-backends/hello-api && sha256sum *.conf && grep -h '^server' *.conf")
+
+
+def test_a_limit_leaves_every_upstream_serving(hosts, lb_ip):
+    """After a rollout (each app host now serves on the port it did not serve on at converge):
+    `--limit fastapi_servers` is refused by the check play, naming the balancer it leaves out
+    and the fix (the switch would have moved the app hosts without it: a full outage reported as
+    success); `--limit <balancer>` runs the balancer's part and leaves its entry for each app
+    host as it is (the run that did not know their ports wrote them `down`: every request 502);
+    a balancer with no entry for an app host outside the run stops with the reason and writes
+    none."""
+    lb = hosts[LB]
+    files = _backend_files(lb)
+    ports = {name: serving(hosts[name])[1] for name in APPS}
+    refused = run_playbook(limit="fastapi_servers")
+    assert refused.returncode != 0
+    assert (f"includes the app hosts {', '.join(APPS)} but leaves out the load balancers {LB}" in refused.flat
+            and f"--limit '{APPS[0]}:fastapi_proxies'" in refused.flat), refused.flat[-3000:]
+    assert "PLAY [Take the deploy lock" not in refused.stdout
+    balancer_only = run_playbook(limit=LB)
+    assert balancer_only.returncode == 0, balancer_only.stdout[-4000:]
+    assert re.search(rf"{LB}\s*: ok=\d+\s+changed=0\b", balancer_only.stdout), balancer_only.stdout[-3000:]
+    assert _backend_files(lb) == files
+    assert {name: serving(hosts[name])[1] for name in APPS} == ports
+    assert served(lb_ip) == (set(APPS), {"2.0.0"})
+    # a balancer that lacks the entry of an app host outside the run (as a new one would)
+    entry = f"/etc/nginx/fastapi-backends/hello-api/{APPS[1]}.conf"
+    lb.run(f"mv {entry} /root/entry.keep")
+    try:
+        unknown = run_playbook(limit=LB)
+        assert unknown.returncode != 0
+        assert f"{LB} has no entry yet for the app hosts {APPS[1]}, which this run's --limit ({LB}) leaves out" \
+            in unknown.flat, unknown.flat[-3000:]
+        assert not lb.file(entry).exists, "no entry was guessed"
+    finally:
+        lb.run(f"mv /root/entry.keep {entry}")
+    assert _backend_files(lb) == files and served(lb_ip) == (set(APPS), {"2.0.0"})
+
+
 def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, tmp_path_factory, notifier, baseline):
     broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
     before = set(releases(hosts[APPS[0]]))

@@ -113,9 +113,9 @@ def test_health_route_and_app_json(host, svars):
 
 # The README's "Layout on a host" table: (path, owner, group, mode or None for links, type).
 LAYOUT = [
-    (ROOT, "root", "fastapi", 0o750, "directory"),
+    (ROOT, "root", "fastapi", 0o751, "directory"),  # the build user passes through to its virtualenv
     (f"{ROOT}/releases", "root", "fastapi", 0o750, "directory"),
-    (f"{ROOT}/venvs", "root", "fastapi", 0o750, "directory"),
+    (f"{ROOT}/venvs", "root", "fastapi", 0o751, "directory"),  # passed through by the build user
     (f"{ROOT}/current", "root", "fastapi", None, "symlink"),
     ("{release}", "root", "fastapi", 0o750, "directory"),
     ("{release}/app", "root", "fastapi", 0o750, "directory"),  # the app group reads the code, nobody else
@@ -148,6 +148,16 @@ def test_layout_owners_and_modes(host):
     venv = host.check_output(f"readlink -f {release}/venv")
     # nothing in the code or virtualenv belongs to, or is writable by, anyone but root
     assert host.check_output(f"find {release}/app {venv} -not -user root -o -perm /022 -not -type l | head -5") == ""
+
+
+def test_pip_ran_as_the_build_user_never_as_root(host):
+    """The virtualenv was built by pip running as the build user (its home holds pip's cache),
+    never as root (root has no pip cache), and the build user owns nothing afterwards."""
+    build = host.user("fastapi-build")
+    assert build.exists and build.shell == "/usr/sbin/nologin" and build.home == "/var/cache/fastapi-build"
+    assert host.file("/var/cache/fastapi-build/.cache/pip").is_directory, "pip ran with the build user's HOME"
+    assert not host.file("/root/.cache/pip").exists, "pip never ran as root"
+    assert host.check_output(f"find {ROOT} /etc /usr/local /var/lib -user fastapi-build | head -3") == ""
 
 
 def test_app_is_restarted_by_systemd_after_kill_9(host, svars, name):

@@ -78,15 +78,28 @@ def find_instances(name, files):
 
 
 def choose_serving(instances, recorded):
-    """The instance that serves: the one recorded when the last switch completed, or else
-    (a host from before instances existed) the legacy unit. None when nothing serves."""
+    """The instance that serves: the one recorded when the last switch completed, or else (a
+    host from before instances existed) the legacy unit, or else, when the record is missing or
+    names no instance (lost, or written by hand), the one instance enabled at boot: a switch
+    enables the new instance only once it passed its health check and the balancers moved to
+    it. None when nothing serves, or when several are enabled (ambiguous()) and none recorded."""
     by_unit = {i["unit"]: i for i in instances}
     if recorded in by_unit:
         return by_unit[recorded]
     unslotted = [i for i in instances if not i["slot"]]
     if unslotted:
         return unslotted[0]
-    return None
+    enabled = [i for i in instances if i.get("enabled")]
+    return enabled[0] if len(enabled) == 1 else None
+
+
+def ambiguous(instances, recorded):
+    """The instances that could each be the one serving when no (known) instance is recorded:
+    several enabled at boot. Empty when choose_serving could tell."""
+    if recorded in {i["unit"] for i in instances} or any(not i["slot"] for i in instances):
+        return []
+    enabled = [i["unit"] for i in instances if i.get("enabled")]
+    return enabled if len(enabled) > 1 else []
 
 
 def main():
@@ -126,7 +139,17 @@ def main():
     if os.path.isfile(state_file):
         with open(state_file, encoding="utf-8") as f:
             recorded = f.read().strip()
+    unclear = ambiguous(instances, recorded)
+    if unclear:
+        module.fail_json(msg=(
+            f"{state_file} names no instance of {name} ({recorded or 'it is missing'}), and {' and '.join(unclear)} "
+            "are both enabled at boot: which one the load balancers send to cannot be told, and the other would be "
+            f"stopped. Write the name of the one that serves into {state_file} (for example: echo {unclear[0]} > "
+            f"{state_file}), then run again. Nothing was changed."))
     serving = choose_serving(instances, recorded)
+    if serving and serving["slot"] and serving["unit"] != recorded:
+        module.warn(f"{state_file} names no instance of {name} ({recorded or 'it is missing'}): "
+                    f"{serving['unit']}, the one enabled at boot, is taken as the one that serves.")
     stale = [i for i in instances if serving is None or i["unit"] != serving["unit"]]
     module.exit_json(changed=False, instances=instances, serving=serving or {}, stale=stale, recorded=recorded)
 
