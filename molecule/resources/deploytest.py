@@ -300,46 +300,102 @@ class Load:
     figures (bench/loadgen.py's JSON); with `balancer` (a testinfra host whose nginx site `site`
     logs its upstream attempts: fastapi_proxy_upstream_log), also what the app hosts behind it
     saw: "upstream_lines" (requests the balancer logged for the load) and "upstream_failures"
-    (those with an upstream attempt that did not answer 200, retried or not)."""
+    (those with an upstream attempt that did not answer 200, retried or not).
+
+    `url` and `balancer` may be lists, one item per balancer of a fleet: the clients are then
+    shared out among them (each gets a GET and a POST client at least), and stop() returns the
+    figures of all of them together (counts added up, the worst latencies, the widest spans)."""
 
     running = set()  # loads started and not stopped (a test failed between): stop_leftover_loads()
 
     def __init__(self, url, concurrency=4, pause=LOAD_PAUSE, timeout=120, warmup=2.0, span_field="version", keep_alive=0,
                  post=None, balancer=None, site=PROXY_VARS["fastapi_proxy_name"]):
+        urls = [url] if isinstance(url, str) else list(url)
+        balancers = list(balancer) if isinstance(balancer, (list, tuple)) else [balancer] * len(urls)
+        assert len(balancers) == len(urls), (urls, balancers)
         self._dir = tempfile.mkdtemp(prefix="load-")
         self.stop_file = Path(self._dir) / "stop"
+        self.upstream_log = f"/var/log/nginx/fastapi-{site}-upstreams.log"
         # its own query on every request, so that the balancer's log tells its requests from any
         # other load's (one that a failed test left running until its module ends, for one)
-        parts = urllib.parse.urlsplit(url)
-        self.path = f"{parts.path or '/'}?load={Path(self._dir).name.removeprefix('load-')}"
-        url = urllib.parse.urlunsplit(parts._replace(path=parts.path or "/", query=self.path.partition("?")[2]))
-        self.balancer, self.upstream_log = balancer, f"/var/log/nginx/fastapi-{site}-upstreams.log"
-        self.proc = subprocess.Popen(
-            [sys.executable, str(REPO_ROOT / "bench/loadgen.py"), url, "--requests", "10000000",
-             "--concurrency", str(concurrency), "--pause", str(pause), "--max-seconds", "1500",
-             "--timeout", str(timeout), "--stop-file", str(self.stop_file), "--span-field", span_field,
-             "--keep-alive", str(keep_alive), "--post", str(concurrency // 2 if post is None else post)],
-            stdout=subprocess.PIPE, text=True)
-        Load.running.add(self.proc)
+        self.query = f"load={Path(self._dir).name.removeprefix('load-')}"
+        n = len(urls)
+        each = max(2, concurrency // n)
+        self.parts = []
+        for i, (one_url, one_balancer) in enumerate(zip(urls, balancers)):
+            parts = urllib.parse.urlsplit(one_url)
+            path = f"{parts.path or '/'}?{self.query}"
+            target = urllib.parse.urlunsplit(parts._replace(path=parts.path or "/", query=self.query))
+            proc = subprocess.Popen(
+                [sys.executable, str(REPO_ROOT / "bench/loadgen.py"), target, "--requests", "10000000",
+                 "--concurrency", str(each), "--pause", str(pause), "--max-seconds", "1500",
+                 "--timeout", str(timeout), "--stop-file", str(self.stop_file), "--span-field", span_field,
+                 "--keep-alive", str(keep_alive // n + (1 if i < keep_alive % n else 0)),
+                 "--post", str(each // 2 if post is None else post // n + (1 if i < post % n else 0))],
+                stdout=subprocess.PIPE, text=True)
+            Load.running.add(proc)
+            self.parts.append((proc, one_balancer, path))
         time.sleep(warmup)  # answered for a while before the change starts
 
     def stop(self, settle=2.0):
         time.sleep(settle)  # and after it ended
         self.stop_file.touch()
-        out, _ = self.proc.communicate(timeout=300)
-        Load.running.discard(self.proc)
+        figures = []
+        for proc, balancer, path in self.parts:
+            out, _ = proc.communicate(timeout=300)
+            Load.running.discard(proc)
+            stats = json.loads(out)
+            if balancer is not None:
+                lines = upstream_log(balancer, self.upstream_log, stats["started_at"], stats["ended_at"] + 1)
+                mine = [line for line in lines if line["uri"] == path]
+                stats["upstream_lines"] = len(mine)
+                stats["upstream_failures"] = [line["raw"] for line in mine if upstream_failed(line)][:20]
+            figures.append(stats)
         shutil.rmtree(self._dir, ignore_errors=True)
-        stats = json.loads(out)
-        if self.balancer is not None:
-            lines = upstream_log(self.balancer, self.upstream_log, stats["started_at"], stats["ended_at"] + 1)
-            mine = [line for line in lines if line["uri"] == self.path]
-            stats["upstream_lines"] = len(mine)
-            stats["upstream_failures"] = [line["raw"] for line in mine if upstream_failed(line)][:20]
+        stats = merge_load_figures(figures)
         # every load's figures, for the record (bench/ and the closing notes read them)
         with open(REPO_ROOT / ".cache" / f"loads-{SCENARIO_DIR.name}.jsonl", "a", encoding="utf-8") as record:
             test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0]
             record.write(json.dumps({"test": test, **{k: v for k, v in stats.items() if k != "spans"}}) + "\n")
         return stats
+
+
+def merge_load_figures(figures):
+    """bench/loadgen.py's figures of loads run side by side (one per balancer) as one load's:
+    counts added up, the earliest start and latest end, each version's widest span, the worst
+    latencies (the p50 and p99 of the worst part: conservative, not a merged percentile)."""
+    if len(figures) == 1:
+        return figures[0]
+    merged = {}
+    for stats in figures:
+        for key, value in stats.items():
+            if key in ("errors", "versions", "hosts"):
+                for k, v in value.items():
+                    merged.setdefault(key, {})[k] = merged.get(key, {}).get(k, 0) + v
+            elif key in ("failures_at_s", "upstream_failures"):
+                merged[key] = (merged.get(key, []) + value)[:20]
+            elif key == "spans":
+                spans = merged.setdefault("spans", {})
+                for version, (first, last) in value.items():
+                    old = spans.get(version, [first, last])
+                    spans[version] = [min(old[0], first), max(old[1], last)]
+            elif key == "started_at":
+                merged[key] = min(merged.get(key, value), value)
+            elif key in ("ended_at", "seconds"):
+                merged[key] = max(merged.get(key, value), value)
+            elif key.endswith("_latency_s"):
+                if value is not None and (merged.get(key) is None or value > merged[key]):
+                    merged[key] = value
+                    if key == "max_latency_s":
+                        merged["slowest_started_at"] = stats["slowest_started_at"]
+                else:
+                    merged.setdefault(key, value)
+            elif key == "slowest_started_at":
+                merged.setdefault(key, value)
+            else:  # counts
+                merged[key] = merged.get(key, 0) + value
+    merged["parts"] = len(figures)
+    return merged
 
 
 # A switch's latencies against the same load with no deploy (assert_load_spanned's baseline):

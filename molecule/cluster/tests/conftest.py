@@ -1,7 +1,10 @@
-"""Fixtures of the cluster scenario: a load balancer and two app hosts. The helpers are in
+"""Fixtures of the cluster scenario: two load balancers and two app hosts. The helpers are in
 molecule/resources/deploytest.py. Every test file stands alone: one that changes what the
 hosts serve (the `restore` fixture) has the converged state deployed again before the next
-module starts (the `converged` fixture), not after the last one (destroy follows)."""
+module starts (the `converged` fixture), not after the last one (destroy follows).
+
+A load (`url`, `balancer_host`) goes through both balancers, half its clients each, and reads
+both balancers' upstream logs; `lb_ip` is the first balancer's address, `lb_ips` both."""
 
 from pathlib import Path
 
@@ -12,26 +15,33 @@ import deploytest
 from deploytest import baseline, converged, restore  # noqa: F401  (fixtures: the converged state, a load's baseline)
 
 PLATFORMS = deploytest.use_scenario(Path(__file__).resolve().parents[1])
-LB = next(p["name"] for p in PLATFORMS if "fastapi_proxies" in p["groups"])
+LBS = [p["name"] for p in PLATFORMS if "fastapi_proxies" in p["groups"]]
+LB = LBS[0]
 APPS = [p["name"] for p in PLATFORMS if "fastapi_servers" in p["groups"]]
 
 
 @pytest.fixture(scope="module")
 def hosts():
-    return {name: testinfra.get_host(f"podman://{name}") for name in [LB, *APPS]}
+    return {name: testinfra.get_host(f"podman://{name}") for name in [*LBS, *APPS]}
 
 
 @pytest.fixture(scope="module")
-def lb_ip():
-    return deploytest.container_ip(LB)
+def lb_ips():
+    return [deploytest.container_ip(name) for name in LBS]
 
 
 @pytest.fixture(scope="module")
-def url(lb_ip):
-    return f"https://{lb_ip}/"
+def lb_ip(lb_ips):
+    return lb_ips[0]
+
+
+@pytest.fixture(scope="module")
+def url(lb_ips):
+    """Every balancer's URL: a Load shares its clients out among them."""
+    return [f"https://{ip}/" for ip in lb_ips]
 
 
 @pytest.fixture(scope="module")
 def balancer_host(hosts):
-    """The load balancer: its upstream log."""
-    return hosts[LB]
+    """The load balancers, in the order of `url`: their upstream logs."""
+    return [hosts[name] for name in LBS]

@@ -1,5 +1,5 @@
-"""The cluster layout as converged: HTTPS through one nginx load balancer to two app hosts,
-the real client address, uvicorn trusting only the balancer, the firewall. Nothing here
+"""The cluster layout as converged: HTTPS through either of two nginx load balancers to two
+app hosts, the real client address, uvicorn trusting only the balancers, the firewall. Nothing here
 changes what the hosts serve (the rollouts are in test_rollout.py)."""
 
 import json
@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import APPS, LB
+from conftest import APPS, LB, LBS
 from deploytest import REPO_ROOT, ROOT, SANDBOX_VARS, Load, container_ip, current_release, http_json, https_json, served, serving
 
 # The cluster deploys a lock a year behind the index (group_vars/fastapi_servers/10-cluster.yml).
@@ -35,11 +35,12 @@ print(json.dumps({"want": want, "have": have, "python": "%d.%d" % sys.version_in
 PORTS = (SANDBOX_VARS["fastapi_service_port"], SANDBOX_VARS["fastapi_service_port"] + 1)
 
 
-def test_https_through_the_balancer_serves_the_app(lb_ip):
-    data, tls = https_json(lb_ip)
-    assert data["app"] == "hello_api"
-    assert data["scheme"] == "https"
-    assert tls in ("TLSv1.2", "TLSv1.3")
+def test_https_through_each_balancer_serves_the_app(lb_ips):
+    for ip in lb_ips:
+        data, tls = https_json(ip)
+        assert data["app"] == "hello_api"
+        assert data["scheme"] == "https"
+        assert tls in ("TLSv1.2", "TLSv1.3")
 
 
 def test_http_redirects_to_https(hosts):
@@ -47,13 +48,14 @@ def test_http_redirects_to_https(hosts):
     assert out == f"301 https://{LB}/x?y=1"
 
 
-def test_requests_are_spread_over_both_app_hosts(lb_ip):
-    seen_hosts, versions = served(lb_ip)
-    assert seen_hosts == set(APPS)
-    assert versions == {SANDBOX_VARS["fastapi_app_version"]}
+def test_each_balancer_spreads_requests_over_both_app_hosts(lb_ips):
+    for ip in lb_ips:
+        seen_hosts, versions = served(ip)
+        assert seen_hosts == set(APPS), ip
+        assert versions == {SANDBOX_VARS["fastapi_app_version"]}
 
 
-def test_a_host_that_refuses_shows_in_the_balancer_log(hosts, url):
+def test_a_host_that_refuses_shows_in_the_balancer_log(hosts, url, balancer_host):
     """Why every load test reads the balancer's upstream log: an app host that refuses
     connections for half a second fails attempts the clients mostly never see. nginx sends a
     failed GET again to the other app host (200 to the client); a POST it had already sent on a
@@ -63,7 +65,7 @@ def test_a_host_that_refuses_shows_in_the_balancer_log(hosts, url):
     refuse = (f"nft add table inet refuse && nft add chain inet refuse input '{{ type filter hook input priority -10; }}'"
               f" && nft add rule inet refuse input tcp dport {port} reject with tcp reset"
               " && sleep 0.5; nft delete table inet refuse")
-    load = Load(url, balancer=hosts[LB])
+    load = Load(url, balancer=balancer_host)  # through both balancers
     hosts[APPS[0]].run(refuse)
     stats = load.stop()
     assert stats["get_failed"] == 0 and stats["get_ok"] > 0 and stats["post_ok"] > 0, stats  # GETs retried
@@ -84,23 +86,24 @@ def test_app_sees_the_client_not_the_balancer(hosts, lb_ip):
     assert https_json(lb_ip)[0]["client"] not in (lb_ip, "127.0.0.1")
 
 
-def test_uvicorn_trusts_only_the_balancer(hosts, lb_ip):
-    # loopback and every global address of the balancer, IPv4 and IPv6 (those the firewall lets in)
-    lb_addresses = hosts[LB].check_output(
-        "ip -o addr show scope global | awk '{print $4}' | cut -d/ -f1").split()
-    assert lb_ip in lb_addresses
+def test_uvicorn_trusts_only_the_balancers(hosts, lb_ips):
+    # loopback and every global address of each balancer, IPv4 and IPv6 (those the firewall lets in)
+    lb_addresses = [address for lb in LBS for address in hosts[lb].check_output(
+        "ip -o addr show scope global | awk '{print $4}' | cut -d/ -f1").split()]
+    assert set(lb_ips) <= set(lb_addresses)
     for name in APPS:
         execstart = hosts[name].check_output("systemctl show -p ExecStart %s", serving(hosts[name])[0])
         trusted = execstart.split("--forwarded-allow-ips ", 1)[1].split()[0].split(",")
         assert sorted(trusted) == sorted(["127.0.0.1", "::1", *lb_addresses]), trusted
 
 
-def test_firewall_lets_only_the_balancer_reach_the_app_port(hosts):
+def test_firewall_lets_only_the_balancers_reach_the_app_port(hosts):
     target = APPS[0]
     port = serving(hosts[target])[1]
     assert port in PORTS
-    # the balancer: yes
-    assert hosts[LB].check_output(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{target}:{port}/health") == "200"
+    # each balancer: yes
+    for lb in LBS:
+        assert hosts[lb].check_output(f"curl -s -m 5 -o /dev/null -w '%{{http_code}}' http://{target}:{port}/health") == "200"
     # another host of the network (the other app host): no
     assert hosts[APPS[1]].run(f"curl -s -m 3 http://{target}:{port}/health").rc != 0
     # the controller: no

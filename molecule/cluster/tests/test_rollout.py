@@ -1,6 +1,6 @@
-"""Rolling deploys and rollback across the cluster, under load through the balancer. On each
-host a new instance starts beside the serving one on the other port; the balancer moves to it
-only once it is healthy (seen on the balancer itself: every host's upstream changes once, from
+"""Rolling deploys and rollback across the cluster, under load through both balancers. On each
+host a new instance starts beside the serving one on the other port; the balancers move to it
+only once it is healthy (seen on each balancer itself: every host's upstream changes once, from
 the old port to the new, never marked down). One host at a time; a broken release that stops
 the rollout at the first host without touching it, and is then known failed on every host; two
 hosts at once (fastapi_deploy_serial=100%) changing the code, port, workers, environment and
@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import APPS, LB
+from conftest import APPS, LB, LBS
 from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, Notifier, ansible_env, app_copy,
                         assert_load_spanned, current_release, deploy_log, https_json, lock_holder, releases,
                         run_playbook, served, serving, worker_pids)
@@ -42,19 +42,28 @@ def notifier(tmp_path_factory):
 
 def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.yml", env=None, during=None,
                     keep_alive=0, load=True):
-    """Run a deploy under load (unless not `load`: the stats are then None) with the balancer
-    watched; `during(result_future)` runs while it does."""
-    watcher = BackendWatcher(hosts[LB], "hello-api")
-    load = Load(url, span_field=span_field, balancer=hosts[LB], keep_alive=keep_alive) if load else None
-    watcher.start()
+    """Run a deploy under load through both balancers (unless not `load`: the stats are then
+    None) with each balancer watched (one BackendWatcher each, in LBS order);
+    `during(result_future)` runs while it does."""
+    watchers = [BackendWatcher(hosts[lb], "hello-api") for lb in LBS]
+    load = Load(url, span_field=span_field, balancer=[hosts[lb] for lb in LBS], keep_alive=keep_alive) if load else None
+    for watcher in watchers:
+        watcher.start()
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(run_playbook, *args, playbook=playbook, env=env)
         if during:
             during(future)
         result = future.result()
     stats = load.stop() if load else None
-    watcher.stop()
-    return result, stats, watcher
+    for watcher in watchers:
+        watcher.stop()
+    return result, stats, watchers
+
+
+def _assert_unmoved(watchers):
+    """No balancer's view of any app host changed, nor marked one down."""
+    for watcher in watchers:
+        assert watcher.seen_down == set() and all(len(m) == 1 for m in watcher.moves.values()), vars(watcher)
 
 
 def _releases_now(hosts):
@@ -72,24 +81,26 @@ def _main_pid(host):
     return host.check_output(f"systemctl show -p MainPID --value {serving(host)[0]}.service")
 
 
-def _assert_moved_once_each(watcher, before, hosts, ports=(8000, 8001)):
-    """Each app host's upstream moved once, from the port its serving instance had to the one
-    of `ports` its new instance has (the other of the pair, when the app's port did not change),
-    and was never marked down. Returns when each moved."""
-    assert watcher.seen_down == set(), vars(watcher)
-    for name in APPS:
-        old = before[name][1][1]
-        new = serving(hosts[name])[1]
-        assert new in ports and new != old, (name, old, new, ports)
-        assert watcher.ports(name) == [old, new], (name, watcher.moves)
-    return [watcher.moved_at[name][-1] for name in APPS]
+def _assert_moved_once_each(watchers, before, hosts, ports=(8000, 8001)):
+    """On each balancer, each app host's upstream moved once, from the port its serving
+    instance had to the one of `ports` its new instance has (the other of the pair, when the
+    app's port did not change), and was never marked down. Returns, for each app host, when the
+    first and when the last balancer moved it."""
+    for watcher in watchers:
+        assert watcher.seen_down == set(), vars(watcher)
+        for name in APPS:
+            old = before[name][1][1]
+            new = serving(hosts[name])[1]
+            assert new in ports and new != old, (name, old, new, ports)
+            assert watcher.ports(name) == [old, new], (name, watcher.lb_host.backend.get_hostname(), watcher.moves)
+    return [(min(w.moved_at[name][-1] for w in watchers), max(w.moved_at[name][-1] for w in watchers)) for name in APPS]
 
 
 def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory, notifier, baseline):
     before = {name: _units(hosts[name]) for name in APPS}
     STATE["v1"] = _releases_now(hosts)
     STATE["v1_version"] = served(lb_ip)[1].pop()
-    result, stats, watcher = _deploy_watched(
+    result, stats, watchers = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v2')}", "-e", "fastapi_app_version=2.0.0",
         "-e", "fastapi_deploy_serial=1", "-e", f"fastapi_app_release_id={V9}",
         "-e", json.dumps({"fastapi_app_pre_start_commands": ['echo "$FASTAPI_RELEASE_ID" > /tmp/pre-start-proof']}),
@@ -100,8 +111,8 @@ def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
     # two batches; the balancer moved each host to its new instance, one host after the other
     assert result.stdout.count("PLAY [Roll the release out") == 2, "two batches of one host"
-    first_moved, second_moved = _assert_moved_once_each(watcher, before, hosts)
-    assert first_moved < second_moved
+    first_moved, second_moved = _assert_moved_once_each(watchers, before, hosts)
+    assert first_moved[1] < second_moved[0], "every balancer moved the first host before either moved the second"
     for name in APPS:
         unit, port = serving(hosts[name])
         assert unit != before[name][1][0] and port != before[name][1][1], (unit, port, before[name])
@@ -136,30 +147,33 @@ def _backend_files(lb):
     return lb.check_output("cd /etc/nginx/fastapi-backends/hello-api && sha256sum *.conf && grep -h '^server' *.conf")
 
 
-def test_a_limit_leaves_every_upstream_serving(hosts, lb_ip):
+def test_a_limit_leaves_every_upstream_serving(hosts, lb_ips):
     """After a rollout (each app host now serves on the port it did not serve on at converge):
-    `--limit fastapi_servers` is refused by the check play, naming the balancer it leaves out
-    and the fix (the switch would have moved the app hosts without it: a full outage reported as
-    success); `--limit <balancer>` runs the balancer's part and leaves its entry for each app
-    host as it is (the run that did not know their ports wrote them `down`: every request 502);
-    a balancer with no entry for an app host outside the run stops with the reason and writes
-    none."""
+    `--limit fastapi_servers` (and `--limit <app host>:<one balancer>`) is refused by the check
+    play, naming the balancers it leaves out and the fix (the switch would have moved the app
+    hosts without them: a full outage reported as success); `--limit <balancer>` runs that
+    balancer's part and leaves its entry for each app host as it is (the run that did not know
+    their ports wrote them `down`: every request 502), and the other balancer untouched; a
+    balancer with no entry for an app host outside the run stops with the reason and writes none."""
     lb = hosts[LB]
-    files = _backend_files(lb)
+    files = {name: _backend_files(hosts[name]) for name in LBS}
     ports = {name: serving(hosts[name])[1] for name in APPS}
-    refused = run_playbook(limit="fastapi_servers")
-    assert refused.returncode != 0
-    named = re.search(r"includes the app hosts (.*?) but leaves out the load balancers (\S+):", refused.flat)
-    assert named, refused.flat[-3000:]
-    assert sorted(named.group(1).split(", ")) == sorted(APPS) and named.group(2) == LB, named.group(0)
-    assert re.search(rf"--limit '({'|'.join(APPS)}):fastapi_proxies'", refused.flat), refused.flat[-3000:]
-    assert "PLAY [Take the deploy lock" not in refused.stdout
+    for limit, left_out in (("fastapi_servers", LBS), (f"{APPS[0]}:{LB}", LBS[1:])):
+        refused = run_playbook(limit=limit)
+        assert refused.returncode != 0
+        named = re.search(r"includes the app hosts (.*?) but leaves out the load balancers (.*?):", refused.flat)
+        assert named, refused.flat[-3000:]
+        assert named.group(1).split(", ") == [a for a in APPS if a in limit or limit == "fastapi_servers"], named.group(0)
+        assert named.group(2).split(", ") == left_out, named.group(0)
+        assert re.search(rf"--limit '({'|'.join(APPS)}):fastapi_proxies'", refused.flat), refused.flat[-3000:]
+        assert "PLAY [Take the deploy lock" not in refused.stdout
     balancer_only = run_playbook(limit=LB)
     assert balancer_only.returncode == 0, balancer_only.stdout[-4000:]
     assert re.search(rf"{LB}\s*: ok=\d+\s+changed=0\b", balancer_only.stdout), balancer_only.stdout[-3000:]
-    assert _backend_files(lb) == files
+    assert {name: _backend_files(hosts[name]) for name in LBS} == files
     assert {name: serving(hosts[name])[1] for name in APPS} == ports
-    assert served(lb_ip) == (set(APPS), {"2.0.0"})
+    for ip in lb_ips:
+        assert served(ip) == (set(APPS), {"2.0.0"})
     # a balancer that lacks the entry of an app host outside the run (as a new one would)
     entry = f"/etc/nginx/fastapi-backends/hello-api/{APPS[1]}.conf"
     lb.run(f"mv {entry} /root/entry.keep")
@@ -171,7 +185,7 @@ def test_a_limit_leaves_every_upstream_serving(hosts, lb_ip):
         assert not lb.file(entry).exists, "no entry was guessed"
     finally:
         lb.run(f"mv /root/entry.keep {entry}")
-    assert _backend_files(lb) == files and served(lb_ip) == (set(APPS), {"2.0.0"})
+    assert _backend_files(lb) == files[LB] and served(lb_ips[0]) == (set(APPS), {"2.0.0"})
 
 
 def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, tmp_path_factory, notifier, baseline):
@@ -179,7 +193,7 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     before = set(releases(hosts[APPS[0]]))
     units_before = {name: _units(hosts[name]) for name in APPS}
     notifier.clear()
-    result, stats, watcher = _deploy_watched(
+    result, stats, watchers = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0", "-e", f"fastapi_app_release_id={V10}",
         "-e", "fastapi_deploy_serial=1", "-e", "fastapi_service_health_timeout=10", *notifier.args())
     first, second = APPS
@@ -189,7 +203,7 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     assert f"failed its health check on {first}" in result.flat
     assert "RuntimeError: v3 cannot start" in result.flat
     # the balancer's view of both hosts never changed, nor their unit files or serving instance
-    assert watcher.seen_down == set() and all(len(m) == 1 for m in watcher.moves.values()), vars(watcher)
+    _assert_unmoved(watchers)
     assert {name: _units(hosts[name]) for name in APPS} == units_before
     assert _releases_now(hosts) == {name: V9 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
@@ -224,7 +238,7 @@ def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_i
     version = served(lb_ip)[1].pop()
     notifier.clear()
     try:
-        result, _, watcher = _deploy_watched(
+        result, _, watchers = _deploy_watched(
             hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v11')}", "-e", "fastapi_app_version=11.0.0",
             "-e", f"fastapi_app_release_id={blocked}", *notifier.args(), load=False)
     finally:  # neither the half-made release nor the obstacle stays for the next tests
@@ -233,7 +247,7 @@ def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_i
     assert result.returncode != 0
     assert f"The deploy stopped while preparing {second}" in result.flat, result.flat[-6000:]
     assert f"Release {blocked} already exists" in result.flat
-    assert watcher.seen_down == set() and all(len(m) == 1 for m in watcher.moves.values()), vars(watcher)
+    _assert_unmoved(watchers)
     assert {name: _units(hosts[name]) for name in APPS} == units_before
     assert {name: _main_pid(hosts[name]) for name in APPS} == pid_before
     assert served(lb_ip) == (set(APPS), {version})
@@ -249,19 +263,21 @@ def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_i
 HELPER = "/usr/local/lib/fastapi-deploy/nginx-reload-and-wait"
 
 
-def test_a_reload_failing_after_the_balancer_moved_points_it_back_first(hosts, url, lb_ip, tmp_path_factory, baseline):
-    """The balancer's reload succeeds but its helper then reports a failure (as when it times out
-    waiting for the new workers): the balancer already sends the first host's requests to the
-    new instance. The rollout stops there, and the balancer is pointed back at the old instance
-    (and reloaded) before the new one is removed: its upstream went old, new, old; no upstream
-    attempt failed (none reached a closed port), and the host serves from the same process.
-    (The helper fails once: installed after the balancer's own setup, during the build.)"""
+def test_a_reload_failing_on_the_second_balancer_points_both_back_first(hosts, url, lb_ip, tmp_path_factory, baseline):
+    """The second balancer's reload succeeds but its helper then reports a failure (as when it
+    times out waiting for the new workers): both balancers already send the first host's
+    requests to the new instance. The rollout stops there, and every balancer is pointed back at
+    the old instance (and reloaded) before the new one is removed: on each, that host's upstream
+    went old, new, old; no upstream attempt failed (none reached a closed port), and the host
+    serves from the same process. (The helper fails once: installed after the balancers' own
+    setup, during the build.)"""
     first, second = APPS
     release = f"v12-{TAG}"
     units_before = {name: _units(hosts[name]) for name in APPS}
     pid_before = {name: _main_pid(hosts[name]) for name in APPS}
     version = served(lb_ip)[1].pop()
-    lb = hosts[LB]
+    failing = LBS[-1]
+    lb = hosts[failing]
     lb.run("rm -f /run/reload-failed-once")
 
     def fail_the_next_reload_once(future):
@@ -270,11 +286,11 @@ def test_a_reload_failing_after_the_balancer_moved_points_it_back_first(hosts, u
         wrapper = ('#!/bin/sh\n"$0.real" "$@" || exit $?\n[ -e /run/reload-failed-once ] && exit 0\n'
                    'touch /run/reload-failed-once\necho "injected: the new workers did not start in time" >&2\nexit 1\n')
         lb.run(f"cp -p {HELPER} {HELPER}.real")
-        subprocess.run(["podman", "exec", "-i", LB, "sh", "-c", f"cat > {HELPER}.new && chmod 0755 {HELPER}.new && mv -f {HELPER}.new {HELPER}"],
+        subprocess.run(["podman", "exec", "-i", failing, "sh", "-c", f"cat > {HELPER}.new && chmod 0755 {HELPER}.new && mv -f {HELPER}.new {HELPER}"],
                        input=wrapper, text=True, check=True)
 
     try:
-        result, stats, watcher = _deploy_watched(
+        result, stats, watchers = _deploy_watched(
             hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v12')}", "-e", "fastapi_app_version=12.0.0",
             "-e", f"fastapi_app_release_id={release}", "-e", "fastapi_deploy_serial=1", during=fail_the_next_reload_once)
     finally:  # the real helper back; no release of this run stays for the next tests
@@ -284,13 +300,16 @@ def test_a_reload_failing_after_the_balancer_moved_points_it_back_first(hosts, u
     assert result.returncode != 0
     assert "injected: the new workers did not start in time" in result.flat, result.flat[-6000:]
     assert f"stopped at {first}" in result.flat
-    old_port, ports = units_before[first][1][1], watcher.ports(first)
-    assert len(ports) == 3 and ports[0] == ports[2] == old_port != ports[1], watcher.moves
-    assert len(watcher.moves[second]) == 1 and watcher.seen_down == set(), vars(watcher)
+    old_port = units_before[first][1][1]
+    for watcher in watchers:
+        ports = watcher.ports(first)
+        assert len(ports) == 3 and ports[0] == ports[2] == old_port != ports[1], watcher.moves
+        assert len(watcher.moves[second]) == 1 and watcher.seen_down == set(), vars(watcher)
+    assert watchers[0].moved_at[first][1] < watchers[-1].moved_at[first][2], "the first balancer had moved"
     assert {name: _units(hosts[name]) for name in APPS} == units_before
     assert {name: _main_pid(hosts[name]) for name in APPS} == pid_before
     assert_load_spanned(stats, result, version, version, baseline)
-    assert "12.0.0" in stats["versions"], "the new instance served while the balancer sent to it"
+    assert "12.0.0" in stats["versions"], "the new instance served while the balancers sent to it"
     assert all(lock_holder(hosts[name]) == {} for name in APPS)
 
 
@@ -374,7 +393,7 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
             side.join(timeout=600)
 
     env = {"fastapi_app_environment": {"APP_VERSION": "{{ fastapi_app_version }}", "GREETING": GREETING}}
-    result, stats, watcher = _deploy_watched(
+    result, stats, watchers = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v4')}", "-e", "fastapi_app_version=4.0.0",
         "-e", "fastapi_deploy_serial=100%", "-e", f"fastapi_app_release_id={HOTFIX1}",
         "-e", f"fastapi_service_port={PORT}", "-e", "fastapi_service_workers=3", "-e", json.dumps(env),
@@ -392,7 +411,7 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
     assert "PLAY [Put nginx in front" not in refused.stdout, "stopped before any host changed"
     # one batch; each host moved once to its new instance on the new port; the old ones gone
     assert result.stdout.count("PLAY [Roll the release out") == 1, "one batch of two hosts"
-    _assert_moved_once_each(watcher, before, hosts, ports=(PORT, PORT + 1))
+    _assert_moved_once_each(watchers, before, hosts, ports=(PORT, PORT + 1))
     for name in APPS:
         old_unit_h, old_port_h = before[name][1]
         assert not hosts[name].file(f"/etc/systemd/system/{old_unit_h}.service").exists
@@ -406,12 +425,12 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
     assert slow.get("status") == "200", slow
     assert json.loads(slow["body"])["version"] == "2.0.0", "answered by the old instance"
     assert slow["answered"] - slow["sent"] >= 10
-    assert watcher.moved_at[first][-1] < slow["answered"], "the balancer had moved on while it was in progress"
+    assert all(w.moved_at[first][-1] < slow["answered"] for w in watchers), "the balancers had moved on while it was in progress"
     assert_load_spanned(stats, result, "2.0.0", "4.0.0", baseline)
     assert all(lock_holder(hosts[name]) == {} for name in APPS), "the first deploy gave its lock back"
 
 
-def test_rollback_chooses_one_release_for_the_fleet_under_load(hosts, url, lb_ip, notifier, baseline):
+def test_rollback_chooses_one_release_for_the_fleet_under_load(hosts, url, lb_ip, lb_ips, notifier, baseline):
     """rollback.yml with no release named: the newest release good on every host older than
     the one serving (HOTFIX1), by time, is V9 (V10 failed on the first host and is known failed
     on both), for every host, under load, one host at a time like a deploy, failing no request.
@@ -422,20 +441,20 @@ def test_rollback_chooses_one_release_for_the_fleet_under_load(hosts, url, lb_ip
     failed V10 and every virtualenv no kept release uses."""
     before = {name: _units(hosts[name]) for name in APPS}
     notifier.clear()
-    result, stats, watcher = _deploy_watched(hosts, url, "-e", "fastapi_app_keep_releases=2", *notifier.args(),
+    result, stats, watchers = _deploy_watched(hosts, url, "-e", "fastapi_app_keep_releases=2", *notifier.args(),
                                              "-e", f"fastapi_service_port={PORT}", playbook="rollback.yml")
     assert result.returncode == 0, result.stdout[-6000:]
     assert _releases_now(hosts) == {name: V9 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
     assert result.stdout.count("PLAY [Roll back, new beside old") == 2, "two batches of one host"
-    first_moved, second_moved = _assert_moved_once_each(watcher, before, hosts, ports=(PORT, PORT + 1))
-    assert first_moved < second_moved
+    first_moved, second_moved = _assert_moved_once_each(watchers, before, hosts, ports=(PORT, PORT + 1))
+    assert first_moved[1] < second_moved[0]
     assert all(len(worker_pids(hosts[name], "hello-api")) == 2 for name in APPS)
-    # the settings a deploy computes from facts: the balancer is trusted for X-Forwarded-*
+    # the settings a deploy computes from facts: the balancers are trusted for X-Forwarded-*
     for name in APPS:
         unit = hosts[name].file(f"/etc/systemd/system/{serving(hosts[name])[0]}.service").content_string
         trusted = re.search(r"--forwarded-allow-ips (\S+)", unit)
-        assert trusted and lb_ip in trusted.group(1).split(","), unit
+        assert trusted and set(lb_ips) <= set(trusted.group(1).split(",")), unit
     assert_load_spanned(stats, result, "4.0.0", "2.0.0", baseline)
     events = notifier.events()
     assert [e["event"] for e in events] == ["started", "rolled_back"], events
@@ -452,22 +471,24 @@ def test_rollback_chooses_one_release_for_the_fleet_under_load(hosts, url, lb_ip
 
 def test_a_new_app_host_joins_without_a_dead_backend(hosts, url, lb_ip, baseline):
     """An app host that serves nothing yet (as a new host added to the inventory: here the
-    second one, its instance and the record of it removed, and the balancer's entry for it) is
-    in the balancer as `down` until its first instance serves; the other host serves every
+    second one, its instance and the record of it removed, and the balancers' entries for it) is
+    in each balancer as `down` until its first instance serves; the other host serves every
     request meanwhile, none fails, and no upstream attempt goes to the new host before it serves."""
     first, second = APPS
     unit, _ = serving(hosts[second])
-    hosts[LB].check_output(f"rm /etc/nginx/fastapi-backends/hello-api/{second}.conf && nginx -t -q && systemctl reload nginx")
+    for lb in LBS:
+        hosts[lb].check_output(f"rm /etc/nginx/fastapi-backends/hello-api/{second}.conf && nginx -t -q && systemctl reload nginx")
     hosts[second].check_output(
         f"systemctl disable --now {unit}.socket {unit}.service && rm -f /etc/systemd/system/{unit}.* "
         f"/var/lib/fastapi-deploy/hello-api.serving && systemctl daemon-reload")
     (before,) = served(lb_ip)[1]
     after = SANDBOX_VARS["fastapi_app_version"]  # the converged settings are deployed
-    result, stats, watcher = _deploy_watched(hosts, url)
+    result, stats, watchers = _deploy_watched(hosts, url)
     assert result.returncode == 0, result.stdout[-6000:]
-    moves = watcher.moves[second]
-    assert " down;" in moves[0] or " down;" in moves[1], moves  # down until it served
-    assert " down" not in moves[-1] and watcher.ports(second)[-1] == 8000, moves
+    for each in watchers:
+        moves = each.moves[second]
+        assert " down;" in moves[0] or " down;" in moves[1], moves  # down until it served
+        assert " down" not in moves[-1] and each.ports(second)[-1] == 8000, moves
     assert serving(hosts[second]) == ("hello-api-a", 8000)
     assert served(lb_ip) == (set(APPS), {after})
     assert_load_spanned(stats, result, before, after, baseline)
