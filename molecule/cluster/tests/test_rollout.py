@@ -260,6 +260,46 @@ def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_i
     assert events[1]["failed_hosts"] == second, events[1]
 
 
+def test_a_pre_start_step_failing_ends_the_run_on_every_host(hosts, lb_ip, tmp_path_factory, notifier):
+    """The pre-start steps (migrations) run once for the fleet, on one app host, after every
+    host built the release and before any switch: a step that fails there switches no host,
+    touches no serving process and no balancer, marks the release failed on both hosts, gives
+    every lock back, and each host logs why; the notifiers hear it. No load: nothing that
+    serves moves (the balancers' files and the main PIDs show it)."""
+    release = f"v14-{TAG}"
+    units_before = {name: _units(hosts[name]) for name in APPS}
+    pid_before = {name: _main_pid(hosts[name]) for name in APPS}
+    files = {name: _backend_files(hosts[name]) for name in LBS}
+    version = served(lb_ip)[1].pop()
+    notifier.clear()
+    try:
+        result = run_playbook(
+            "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v14')}", "-e", "fastapi_app_version=14.0.0",
+            "-e", f"fastapi_app_release_id={release}", *notifier.args(),
+            "-e", json.dumps({"fastapi_app_pre_start_commands": ["echo migrating", "echo 'no such table' >&2; exit 3"]}))
+        marks = {name: hosts[name].run(f"cat {ROOT}/releases/{release}/FAILED").stdout for name in APPS}
+    finally:  # the failed release does not stay for the next tests (retention, the listing)
+        for name in APPS:
+            hosts[name].run(f"rm -rf {ROOT}/releases/{release}")
+    assert result.returncode != 0
+    assert "pre-start step 2: echo 'no such table' >&2; exit 3 failed (exit code 3)" in result.flat, result.flat[-6000:]
+    assert "no such table" in result.flat
+    assert {name: _units(hosts[name]) for name in APPS} == units_before
+    assert {name: _main_pid(hosts[name]) for name in APPS} == pid_before
+    assert {name: _backend_files(hosts[name]) for name in LBS} == files
+    assert served(lb_ip) == (set(APPS), {version})
+    for name in APPS:  # known failed on both, whichever host ran the step
+        assert "pre-start step 2" in marks[name], (name, marks)
+        end = [r for r in deploy_log(hosts[name]) if r["event"] == "end"][-1]
+        assert end["release"] == release and (end["result"] == "failed" or end["result"].startswith("not switched")), end
+    assert sorted(r["result"] == "failed" for r in (
+        [r for r in deploy_log(hosts[name]) if r["event"] == "end"][-1] for name in APPS)) == [False, True]
+    assert all(lock_holder(hosts[name]) == {} for name in APPS), "every lock given back"
+    events = notifier.events()
+    assert [e["event"] for e in events] == ["started", "failed"], events
+    assert events[1]["failed_hosts"] in APPS and "pre-start step 2" in events[1]["result"], events[1]
+
+
 HELPER = "/usr/local/lib/fastapi-deploy/nginx-reload-and-wait"
 
 
@@ -493,3 +533,62 @@ def test_a_new_app_host_joins_without_a_dead_backend(hosts, url, lb_ip, baseline
     assert served(lb_ip) == (set(APPS), {after})
     assert_load_spanned(stats, result, before, after, baseline)
 
+
+
+def test_an_app_host_lost_before_its_batch_ends_the_run_with_the_others_finished(
+        hosts, url, lb_ips, tmp_path_factory, notifier, baseline):
+    """One host at a time, under load through both balancers: the first app host switches, then
+    the second can no longer be reached over SSH (its sshd stopped and its sessions cut, as a
+    network partition between the controller and the host would leave it; the app on it serves
+    on) before its batch starts. Its batch is the run's failure: it is not switched and serves
+    what it served, both balancers keep sending to it where they did; the first host keeps the
+    new release (it switched and is healthy); the finish runs on every host it can reach (the
+    first host's lock given back, its log saying how the run ended), the notifiers hear the
+    failure with the lost host, and the run fails naming it. Its own lock stays (nothing can
+    reach it): lock.yml releases it once it is back. This is the module's last test: it leaves
+    the fleet on two releases."""
+    first, second = APPS
+    before = {name: _units(hosts[name]) for name in APPS}
+    pid_second = _main_pid(hosts[second])
+    release = f"v13-{TAG}"
+    old = {name: current_release(hosts[name]) for name in APPS}
+    notifier.clear()
+
+    def cut_the_second_host_once_the_first_switched(deploy):
+        while not deploy.done() and serving(hosts[first]) == before[first][1]:
+            time.sleep(0.2)
+        hosts[second].run("systemctl stop ssh.socket ssh.service; pkill -x sshd; pkill -f '^sshd'; true")
+
+    try:
+        result, stats, watchers = _deploy_watched(
+            hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v13')}", "-e", "fastapi_app_version=13.0.0",
+            "-e", f"fastapi_app_release_id={release}", "-e", "fastapi_deploy_serial=1", *notifier.args(),
+            during=cut_the_second_host_once_the_first_switched)
+        lost_lock = lock_holder(hosts[second])
+    finally:
+        hosts[second].run("systemctl start ssh.service")
+    assert result.returncode != 0
+    assert f"The run failed on {second}, which could not be reached to finish there: its deploy lock may still be held" \
+        in result.flat, result.flat[-6000:]
+    assert f"The rollout stopped at {second}: it could not be reached when its batch started" in result.flat
+    # the first host switched and serves the new release; the second serves on, untouched
+    assert current_release(hosts[first]) == release and serving(hosts[first]) != before[first][1]
+    assert current_release(hosts[second]) == old[second] and serving(hosts[second]) == before[second][1]
+    assert _main_pid(hosts[second]) == pid_second
+    for watcher in watchers:
+        assert watcher.ports(first) == [before[first][1][1], serving(hosts[first])[1]], watcher.moves
+        assert len(watcher.moves[second]) == 1 and watcher.seen_down == set(), vars(watcher)
+    for ip in lb_ips:
+        assert served(ip)[0] == set(APPS)
+    assert_load_spanned(stats, result, SANDBOX_VARS["fastapi_app_version"], "13.0.0", baseline)
+    # the finish ran where it could: the first host's lock given back, its log, the notifiers
+    assert lock_holder(hosts[first]) == {}
+    end = [r for r in deploy_log(hosts[first]) if r["event"] == "end"][-1]
+    assert end["release"] == release, end
+    events = notifier.events()
+    assert [e["event"] for e in events] == ["started", "failed"], events
+    assert events[1]["failed_hosts"] == second, events[1]
+    # the lost host's lock is the killed-run kind: held until released by hand
+    assert lost_lock.get("playbook") == "deploy.yml", lost_lock
+    released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
+    assert released.returncode == 0 and lock_holder(hosts[second]) == {}, released.stdout[-3000:]
