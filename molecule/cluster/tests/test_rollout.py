@@ -192,6 +192,7 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     broken = app_copy(tmp_path_factory, "v3", '\nraise RuntimeError("v3 cannot start")\n')
     before = set(releases(hosts[APPS[0]]))
     units_before = {name: _units(hosts[name]) for name in APPS}
+    pid_before = {name: _main_pid(hosts[name]) for name in APPS}
     notifier.clear()
     result, stats, watchers = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0", "-e", f"fastapi_app_release_id={V10}",
@@ -201,10 +202,15 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     assert f"stopped at {first} (not switched: the previous instance serves on, untouched)" in result.flat, result.flat[-6000:]
     assert f"Hosts not yet switched keep the previous release: {second}." in result.flat
     assert f"failed its health check on {first}" in result.flat
-    assert "RuntimeError: v3 cannot start" in result.flat
-    # the balancer's view of both hosts never changed, nor their unit files or serving instance
+    assert "RuntimeError: v3 cannot start" in result.flat, "the app's own error, from the new instance's journal"
+    candidate_port = 8001 if units_before[first][1][1] == 8000 else 8000
+    assert f"/health did not answer 200 within 10s" in result.flat and f":{candidate_port}/health" in result.flat
+    assert "Last lines of 'journalctl -u hello-api-" in result.flat
+    # the balancers' view of both hosts never changed, nor their unit files (the new instance's
+    # removed) or serving instance, nor its process
     _assert_unmoved(watchers)
     assert {name: _units(hosts[name]) for name in APPS} == units_before
+    assert {name: _main_pid(hosts[name]) for name in APPS} == pid_before
     assert _releases_now(hosts) == {name: V9 for name in APPS}
     assert served(lb_ip) == (set(APPS), {"2.0.0"})
     assert "3.0.0" not in stats["versions"], stats
@@ -229,9 +235,11 @@ def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_i
     counted as failed but still finishes (its lock given back, its log saying why it did not
     switch), the second logs the failure, and the notifiers hear it. (Under any_errors_fatal the
     first host was failed too and left out of the finish: its lock stayed.) No load: nothing
-    that serves moves here, which the balancer's view and the main PIDs show."""
+    that serves moves here, which the balancer's view and the main PIDs show. The pre-start
+    steps (a migration) never run: a host could not build the release."""
     first, second = APPS
     blocked = f"v11-{TAG}"
+    proof = f"/tmp/pre-start-{blocked}"
     hosts[second].run(f"mkdir -p {ROOT}/releases/{blocked}")
     units_before = {name: _units(hosts[name]) for name in APPS}
     pid_before = {name: _main_pid(hosts[name]) for name in APPS}
@@ -240,13 +248,15 @@ def test_a_build_failing_on_one_host_ends_the_run_on_every_host(hosts, url, lb_i
     try:
         result, _, watchers = _deploy_watched(
             hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v11')}", "-e", "fastapi_app_version=11.0.0",
-            "-e", f"fastapi_app_release_id={blocked}", *notifier.args(), load=False)
+            "-e", f"fastapi_app_release_id={blocked}", *notifier.args(),
+            "-e", json.dumps({"fastapi_app_pre_start_commands": [f"touch {proof}"]}), load=False)
     finally:  # neither the half-made release nor the obstacle stays for the next tests
         for name in APPS:
             hosts[name].run(f"rm -rf {ROOT}/releases/{blocked}")
     assert result.returncode != 0
     assert f"The deploy stopped while preparing {second}" in result.flat, result.flat[-6000:]
     assert f"Release {blocked} already exists" in result.flat
+    assert not any(hosts[name].file(proof).exists for name in APPS), "the pre-start steps ran for a release not built everywhere"
     _assert_unmoved(watchers)
     assert {name: _units(hosts[name]) for name in APPS} == units_before
     assert {name: _main_pid(hosts[name]) for name in APPS} == pid_before

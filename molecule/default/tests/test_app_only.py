@@ -72,6 +72,8 @@ def test_a_release_that_fails_its_trial_changes_nothing(host, app_only_inventory
                           "-e", "fastapi_service_health_timeout=8", inventory=app_only_inventory)
     assert result.returncode != 0
     assert "did not become healthy" in result.flat and "was not touched and serves on" in result.flat, result.flat[-3000:]
+    assert "Last lines of 'journalctl -u" in result.flat
+    assert 'Attribute "no_such_app" not found in module "main"' in result.flat, "uvicorn's own error"
     assert serving(host) == (unit, port) and main_pid(host, unit) == pid
     assert _unit_files(host, unit) == files and current_release(host) == release
     assert http_json(host, "/", PORT)["app"] == "hello_api"

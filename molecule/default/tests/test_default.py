@@ -223,31 +223,6 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     assert stats["max_latency_s"] <= bound, f"a request waited {stats['max_latency_s']} s (bound {bound} s)"
 
 
-def test_unhealthy_app_fails_the_deploy_and_leaves_the_serving_instance_alone(host, name):
-    """An app that passes the input checks but does not start (a wrong import string): its new
-    instance starts beside the serving one, fails its health check, and is removed; the serving
-    instance, its unit files and nginx's view of the host are exactly as before. The deploy
-    fails with the reason and the new instance's journal lines."""
-    unit, port = serving(host)
-    pid = main_pid(host, unit)
-    files = host.check_output(f"cat /etc/systemd/system/{unit}.* /etc/nginx/fastapi-backends/{name}/*.conf | sha256sum")
-    broken = run_playbook("-e", "fastapi_service_app=main:no_such_app", "-e", "fastapi_service_health_timeout=8")
-    other = f"{name}-b" if unit.endswith("-a") else f"{name}-a"
-    assert broken.returncode != 0
-    assert f"{other}.service (release {current_release(host)}) did not become healthy" in broken.flat, broken.flat[-3000:]
-    assert f"http://127.0.0.1:{8001 if port == 8000 else 8000}/health did not answer 200 within 8s" in broken.flat
-    assert f"Last lines of 'journalctl -u {other}.service'" in broken.flat
-    assert 'Attribute "no_such_app" not found in module "main"' in broken.flat, "uvicorn's own error"
-    assert f"The serving instance ({unit}" in broken.flat and "was not touched and serves on" in broken.flat
-    # nothing that serves was touched
-    assert serving(host) == (unit, port)
-    assert main_pid(host, unit) == pid
-    assert host.check_output(
-        f"cat /etc/systemd/system/{unit}.* /etc/nginx/fastapi-backends/{name}/*.conf | sha256sum") == files
-    assert not host.file(f"/etc/systemd/system/{other}.service").exists, "the new instance was removed"
-    assert http_json(host, "/")["app"] == "hello_api"
-
-
 def test_units_systemd_would_not_run_as_written_are_never_started(host, name):
     """A unit option systemd does not know (a typo in fastapi_service_unit_extra: systemd would
     log it and ignore the line) is refused by systemd-analyze verify before the new instance
