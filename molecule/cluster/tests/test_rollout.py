@@ -196,7 +196,7 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     notifier.clear()
     result, stats, watchers = _deploy_watched(
         hosts, url, "-e", f"fastapi_app_src={broken}", "-e", "fastapi_app_version=3.0.0", "-e", f"fastapi_app_release_id={V10}",
-        "-e", "fastapi_deploy_serial=1", "-e", "fastapi_service_health_timeout=10", *notifier.args())
+        "-e", "fastapi_deploy_serial=1", "-e", "fastapi_service_health_timeout=6", *notifier.args())
     first, second = APPS
     assert result.returncode != 0
     assert f"stopped at {first} (not switched: the previous instance serves on, untouched)" in result.flat, result.flat[-6000:]
@@ -204,7 +204,7 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     assert f"failed its health check on {first}" in result.flat
     assert "RuntimeError: v3 cannot start" in result.flat, "the app's own error, from the new instance's journal"
     candidate_port = 8001 if units_before[first][1][1] == 8000 else 8000
-    assert f"/health did not answer 200 within 10s" in result.flat and f":{candidate_port}/health" in result.flat
+    assert "/health did not answer 200 within 6s" in result.flat and f":{candidate_port}/health" in result.flat
     assert "Last lines of 'journalctl -u hello-api-" in result.flat
     # the balancers' view of both hosts never changed, nor their unit files (the new instance's
     # removed) or serving instance, nor its process
@@ -533,7 +533,7 @@ def test_a_new_app_host_joins_without_a_dead_backend(hosts, url, lb_ip, baseline
         f"/var/lib/fastapi-deploy/hello-api.serving && systemctl daemon-reload")
     (before,) = served(lb_ip)[1]
     after = SANDBOX_VARS["fastapi_app_version"]  # the converged settings are deployed
-    result, stats, watchers = _deploy_watched(hosts, url)
+    result, stats, watchers = _deploy_watched(hosts, url, "-e", "fastapi_deploy_serial=100%")
     assert result.returncode == 0, result.stdout[-6000:]
     for each in watchers:
         moves = each.moves[second]
