@@ -203,6 +203,10 @@ def test_broken_release_stops_the_rollout_at_the_first_host(hosts, url, lb_ip, t
     assert f"Hosts not yet switched keep the previous release: {second}." in result.flat
     assert f"failed its health check on {first}" in result.flat
     assert "RuntimeError: v3 cannot start" in result.flat, "the app's own error, from the new instance's journal"
+    # failed where it failed, once: not again from a balancer as if the host had been lost
+    assert "could not be reached" not in result.flat
+    assert all(re.search(rf"{lb}\s*: ok=\d+\s+changed=\d+\s+unreachable=0\s+failed=0\b", result.stdout) for lb in LBS), \
+        result.stdout[-3000:]
     candidate_port = 8001 if units_before[first][1][1] == 8000 else 8000
     assert "/health did not answer 200 within 6s" in result.flat and f":{candidate_port}/health" in result.flat
     assert "Last lines of 'journalctl -u hello-api-" in result.flat
@@ -293,7 +297,7 @@ def test_a_pre_start_step_failing_ends_the_run_on_every_host(hosts, lb_ip, tmp_p
             hosts[name].run(f"rm -rf {ROOT}/releases/{release}")
     assert result.returncode != 0
     assert "pre-start step 2: echo 'no such table' >&2; exit 3 failed (exit code 3)" in result.flat, result.flat[-6000:]
-    assert "no such table" in result.flat
+    assert "no such table" in result.flat and "could not be reached" not in result.flat
     assert {name: _units(hosts[name]) for name in APPS} == units_before
     assert {name: _main_pid(hosts[name]) for name in APPS} == pid_before
     assert {name: _backend_files(hosts[name]) for name in LBS} == files
