@@ -75,10 +75,10 @@ for s in "$@"; do
   record "${s}" "${starts[${s}]}" "${code}" "$(cat "${CACHE_DIR}/molecule-${s}.end" 2>/dev/null || date +%s)"
 done
 
-# The failed tests and tasks again, last, so that the tail of a long log names them.
+# The failed tests and steps again, last, so that the tail of a long log names them.
 for s in "$@"; do
   sed 's/\x1b\[[0-9;]*m//g' "${CACHE_DIR}/molecule-${s}.log" \
-    | grep -E '^(FAILED|ERROR) |^fatal: |^failed: ' | cut -c1-400 | head -n 20 | sed "s/^/  ${s}: /" >&2 || true
+    | sed -E 's/^ *│ //' | grep -E '^FAILED [^-]|^ERROR ' | cut -c1-400 | head -n 20 | sed "s/^/  ${s}: /" >&2 || true
 done
 log "test steps (the scenarios ran side by side):"
 printf '  %s\n' "${results[@]}" >&2
