@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import ssl
 import subprocess
 import sys
@@ -82,6 +83,30 @@ def run_playbook(*extra_args, limit=None, check=False, playbook="deploy.yml", ti
     result.started, result.ended = started, time.time()
     result.flat = " ".join((result.stdout + result.stderr).split())  # the callback folds long lines
     return result
+
+
+def deploy_killed_when(host, condition, *args, timeout=600, poll=0.2):
+    """Start deploy.yml as run_playbook does, and kill it (ansible-playbook and its SSH sessions:
+    its whole process group, SIGKILL, as a lost controller would leave them) as soon as
+    `condition` (a shell test run on `host`) holds. Returns how long the run had gone on."""
+    proc = subprocess.Popen(
+        ["ansible-playbook", "-i", str(INVENTORY), str(REPO_ROOT / "playbooks/deploy.yml"), *args],
+        env=ansible_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < timeout:
+            assert proc.poll() is None, "the deploy ended before the moment to kill it:\n" + proc.stdout.read()[-4000:]
+            if host.run(condition).rc == 0:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return time.monotonic() - started
+            time.sleep(poll)
+        raise AssertionError(f"'{condition}' never held during the deploy")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def changed_tasks(result):

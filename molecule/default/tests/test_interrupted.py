@@ -6,40 +6,12 @@ saying that the run holding it is gone). Killed (1) while the new instance runs 
 and then the next run (2) just after the switch was recorded, before the old instance was removed. The
 converged state comes back before the next module (the `restore` fixture)."""
 
-import os
-import signal
-import subprocess
-import time
-
 import pytest
 
 import deploytest
-from deploytest import app_copy, current_release, https_json, main_pid, releases, run_playbook, serving
+from deploytest import app_copy, current_release, deploy_killed_when, https_json, main_pid, releases, run_playbook, serving
 
 pytestmark = pytest.mark.usefixtures("restore")
-
-
-def _deploy_killed_when(host, condition, *args, timeout=600):
-    """Start deploy.yml, and kill it (its whole process group) as soon as `condition` (a shell
-    test on the host) holds. Returns how long the run had gone on."""
-    proc = subprocess.Popen(
-        ["ansible-playbook", "-i", str(deploytest.INVENTORY), str(deploytest.REPO_ROOT / "playbooks/deploy.yml"), *args],
-        env=deploytest.ansible_env(), cwd=deploytest.REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, start_new_session=True)
-    started = time.monotonic()
-    try:
-        while time.monotonic() - started < timeout:
-            assert proc.poll() is None, "the deploy ended before the moment to kill it:\n" + proc.stdout.read()[-4000:]
-            if host.run(condition).rc == 0:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-                return time.monotonic() - started
-            time.sleep(0.2)
-        raise AssertionError(f"'{condition}' never held during the deploy")
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
 
 
 def _instances(host, name):
@@ -65,7 +37,7 @@ def test_killed_while_the_new_instance_starts(host, name, address, tmp_path_fact
     pid = main_pid(host, unit)
     args = ["-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'k1')}", "-e", "fastapi_app_version=7.1.0"]
     STATE.update(args=args, other=other, before=set(releases(host)))
-    _deploy_killed_when(host, f"test -f /etc/systemd/system/{other}.service", *args)
+    deploy_killed_when(host, f"test -f /etc/systemd/system/{other}.service", *args)
     # the serving instance was never touched: the same process, before any request could start
     # a stopped one through its socket; it serves on, through nginx
     assert host.service(unit).is_running and main_pid(host, unit) == pid
@@ -90,7 +62,7 @@ def test_killed_again_just_after_the_switch_was_recorded(host, name, address):
     serving, before the old one was removed. The run after that brings the host to the checked
     state, and one more run has nothing to do."""
     args, other = STATE["args"], STATE["other"]
-    _deploy_killed_when(host, f"grep -qx {other} /var/lib/fastapi-deploy/{name}.serving", *args)
+    deploy_killed_when(host, f"grep -qx {other} /var/lib/fastapi-deploy/{name}.serving", *args)
     # the new instance runs (before any request could start it through its socket), is enabled
     # at boot (before it was recorded as serving) and serves (nginx was moved to it before that)
     assert host.service(other).is_running and host.service(f"{other}.socket").is_enabled
