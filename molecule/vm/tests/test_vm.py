@@ -1,6 +1,6 @@
 """The deploy on a real virtual machine over SSH: a real kernel and cgroup v2, the app served
-through nginx and sandboxed, and back on its own after a reboot, even one that follows a run
-killed half way. (The SSH transport itself: test_transport.py.)"""
+through nginx and sandboxed, and back on its own after a reboot. (The SSH transport itself:
+test_transport.py.)"""
 
 import json
 import re
@@ -9,8 +9,7 @@ import time
 import yaml
 
 from conftest import ssh
-from deploytest import (REPO_ROOT, SANDBOX_VARS, SCENARIO_DIR, app_copy, deploy_killed_when, main_pid, run_playbook,
-                        sandbox_applied, serving)
+from deploytest import REPO_ROOT, SANDBOX_VARS, SCENARIO_DIR, main_pid, sandbox_applied, serving
 
 NAME = SANDBOX_VARS["fastapi_service_name"]
 VM_VARS = yaml.safe_load((SCENARIO_DIR / "host_vars/fastapi-vm.yml").read_text())
@@ -79,17 +78,19 @@ def test_a_restart_under_load_waits_for_its_stop_not_for_a_timeout(vm, host):
                       " --stop-file /tmp/vmload.stop --span-field pid > /tmp/vmload.json 2>/tmp/vmload.err &")
     assert started and started.returncode == 0, started
     time.sleep(15)  # answered for a while first (Python starts slowly under emulation)
-    before = time.time()
-    restart = host.run(f"systemctl restart {unit}.service")
-    took = time.time() - before
+    # the times on the VM's own clock, which the load's spans use (it drifts from the
+    # controller's under emulation: a run on a loaded machine saw the spans off by seconds)
+    restart = host.run(f"date +%s.%N; systemctl restart {unit}.service; date +%s.%N")
     assert restart.rc == 0, restart.stderr
+    before, done = (float(t) for t in restart.stdout.split())
+    took = done - before
     assert took < stop_sec / 4, f"the restart took {took:.1f} s: it waited for a timeout (TimeoutStopSec={stop_sec})"
     # until the new processes answer, then a little longer
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and host.run(f"curl -sf -m 5 http://127.0.0.1:{port}/health").rc != 0:
         time.sleep(2)
     time.sleep(10)
-    after = time.time()
+    after = float(host.check_output("date +%s.%N"))
     ssh(vm, "touch /tmp/vmload.stop")
     out = None
     for _ in range(60):
@@ -109,63 +110,29 @@ def test_a_restart_under_load_waits_for_its_stop_not_for_a_timeout(vm, host):
     assert old and new and not old & new, stats["spans"]
 
 
-def _wait_for_reboot(vm, boot_before, units):
-    """Wait for the VM's next boot to finish; systemd's view of `units` then (no request to the
-    app, which would start a stopped instance through its socket)."""
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        result = ssh(vm, "cat /proc/sys/kernel/random/boot_id; systemctl is-system-running --wait >/dev/null;"
-                         f" systemctl is-active {' '.join(units)}", timeout=120)
-        lines = result.stdout.split() if result else []  # None: no answer in time (going down, booting)
-        if result and len(lines) == len(units) + 1 and lines[0] != boot_before:
-            return lines[1:]
-        time.sleep(5)
-    raise AssertionError(f"the VM did not come back within 600 s: {units}")
-
-
-def _served_version(vm):
-    """The app version nginx answers with (its workers may still be importing FastAPI: minutes
-    under software emulation on a loaded machine)."""
-    answer = ssh(vm, "curl -sk -m 280 https://127.0.0.1/", timeout=300)
-    assert answer and answer.returncode == 0, answer
-    return json.loads(answer.stdout)["version"]
-
-
-def test_a_run_killed_once_nginx_moved_then_a_reboot_then_a_rerun(vm, host, tmp_path_factory):
-    """Last: a deploy killed (SIGKILL, as a lost controller leaves it) just after nginx was
-    pointed at the new instance, before it was recorded as serving; then the VM reboots. Both
-    instances come back at boot with no Ansible run (the new one was enabled before nginx moved
-    to it, the recorded one stays enabled until it is replaced), so what nginx sends to answers;
-    the firewall is loaded at boot. Then the lock is released and the deploy run again: it
-    points nginx back at the recorded instance, removes the other, switches to the new release,
-    and leaves one instance serving it."""
-    unit, port = serving(host)
-    other = f"{NAME}-{'b' if unit.endswith('-a') else 'a'}"
-    backend = f"/etc/nginx/fastapi-backends/{NAME}/fastapi-vm.conf"
-    assert f":{port} " in host.file(backend).content_string
-    args = ["-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'vm-killed')}", "-e", "fastapi_app_version=7.2.0"]
-    deploy_killed_when(host, f"test -f {backend} && ! grep -q ':{port} ' {backend}", *args, timeout=1500, poll=1)
-    assert host.check_output(f"cat /var/lib/fastapi-deploy/{NAME}.serving") == unit, "killed before the record"
-    assert host.service(other).is_enabled, "the instance nginx sends to is enabled at boot"
-
+def test_reboot_brings_the_app_back_on_its_own(vm, host):
+    """Last: the VM reboots; the app must come back with no Ansible run, started at boot (the
+    service active before anything connects to its socket, which would start it too)."""
     boot_before = host.check_output("cat /proc/sys/kernel/random/boot_id")
+    unit = serving(host)[0]
     assert ssh(vm, "sudo systemd-run --on-active=2 systemctl reboot").returncode == 0
     time.sleep(10)
-    state = _wait_for_reboot(vm, boot_before, [f"{unit}.socket", f"{unit}.service", f"{other}.socket",
-                                               f"{other}.service", "nginx.service"])
-    assert state == ["active"] * 5, f"after the reboot: {state}"
+    deadline = time.monotonic() + 600
+    state = None
+    while time.monotonic() < deadline:
+        # no request to the app here: only systemd's view of it, once the boot has finished
+        result = ssh(vm, "cat /proc/sys/kernel/random/boot_id; systemctl is-system-running --wait >/dev/null;"
+                         f" systemctl is-active {unit}.socket {unit}.service nginx.service", timeout=120)
+        lines = result.stdout.split() if result else []  # None: no answer in time (going down, booting)
+        if result and len(lines) == 4 and lines[0] != boot_before:
+            state = lines[1:]
+            break
+        time.sleep(5)
+    assert state == ["active", "active", "active"], f"after the reboot: {state}"
     # the app ports' firewall is in force again, loaded at boot by its unit
     rules = ssh(vm, "sudo nft list table inet fastapi_firewall")
     assert rules and rules.returncode == 0 and "fastapi-deploy rules" in rules.stdout, rules
-    assert _served_version(vm) == "7.2.0", "nginx sends to the instance it was moved to"
-
-    released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
-    assert released.returncode == 0, released.stdout[-3000:]
-    result = run_playbook(*args, timeout=1800)
-    assert result.returncode == 0, result.stdout[-6000:]
-    new_unit, new_port = serving(host)
-    assert new_unit == other
-    assert host.check_output(f"cd /etc/systemd/system && ls {NAME}*.service").split() == [f"{other}.service"]
-    assert host.service(other).is_enabled and host.service(f"{other}.socket").is_enabled
-    assert f":{new_port} " in host.file(backend).content_string
-    assert _served_version(vm) == "7.2.0"
+    # and it answers through nginx (its workers may still be importing FastAPI: minutes under
+    # software emulation on a loaded machine)
+    answer = ssh(vm, "curl -sk -m 280 -o /dev/null -w '%{http_code}' https://127.0.0.1/health", timeout=300)
+    assert answer and answer.stdout == "200", answer
