@@ -617,3 +617,33 @@ def test_an_app_host_lost_in_its_own_switch_ends_the_run_with_the_others_finishe
     assert lost_lock.get("playbook") == "deploy.yml", lost_lock
     released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
     assert released.returncode == 0 and lock_holder(hosts[second]) == {}, released.stdout[-3000:]
+
+
+def test_an_unreachable_balancer_ends_the_run_before_any_app_host_changes(hosts, lb_ips, tmp_path_factory, notifier):
+    """The second balancer cannot be reached over SSH when a deploy starts (its sshd stopped: a
+    network partition between the controller and it; its nginx serves on). The run stops before
+    any app host changes: no balancer's view of an app host moves, each app host serves what it
+    served, with the same process; the finish runs on the app hosts (locks given back, the end
+    logged, the failure notified) and the run fails naming the balancer."""
+    lb2 = LBS[1]
+    before = {name: (_units(hosts[name]), _main_pid(hosts[name]), current_release(hosts[name])) for name in APPS}
+    notifier.clear()
+    hosts[lb2].run("systemctl stop ssh.socket ssh.service; pkill -x sshd; pkill -f '^sshd'; true")
+    try:
+        result, _, watchers = _deploy_watched(
+            hosts, None, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v14')}", "-e", "fastapi_app_version=14.0.0",
+            *notifier.args(), load=False)
+    finally:
+        hosts[lb2].run("systemctl start ssh.service")
+    assert result.returncode != 0
+    assert f"{lb2} dropped out of the run while setting up the load balancer" in result.flat, result.flat[-6000:]
+    assert "PLAY [Finish" in result.stdout
+    _assert_unmoved(watchers)
+    for name in APPS:
+        assert (_units(hosts[name]), _main_pid(hosts[name]), current_release(hosts[name])) == before[name], name
+        assert lock_holder(hosts[name]) == {}, "the lock was given back"
+        assert _last_end(hosts[name])["result"] != "served", _last_end(hosts[name])
+    for ip in lb_ips:
+        assert served(ip)[0] == set(APPS)
+    events = notifier.events()
+    assert [e["event"] for e in events] == ["started", "failed"], events
