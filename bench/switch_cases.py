@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Benchmark: what clients see while a deploy changes what the hosts serve (issue 12).
 
-Under steady load through the load balancer (bench/loadgen.py on the controller: 6 clients,
-2 of them keeping their connection open, 20 ms between a client's requests), runs each case
+Under steady load through every load balancer (bench/loadgen.py on the controller: 6 clients
+shared out among the balancers, 2 of them keeping their connection open, 20 ms between a
+client's requests), runs each case
 below on a Molecule scenario's hosts, one after the other, and prints per case the deploy's
 result and time, the failed requests (as clients saw them, and the upstream attempts that
 failed in the balancer's log), and the 99th-percentile and maximum latency, beside the same
@@ -29,7 +30,7 @@ scenario's converged settings are deployed again (not measured). Run it after
 `scripts/molecule.sh converge [-s cluster]`:
 
     .venv/bin/python bench/switch_cases.py            # the default scenario (single host, nginx on it)
-    .venv/bin/python bench/switch_cases.py cluster    # a load balancer and two app hosts
+    .venv/bin/python bench/switch_cases.py cluster    # two load balancers and two app hosts
     CASES=port,slow-request .venv/bin/python bench/switch_cases.py   # some cases (and the baseline)
 """
 
@@ -126,8 +127,10 @@ def measure(url, label, args=(), expect_ok=True, slow=None, app_host=None, balan
 def main():
     scenario = sys.argv[1] if len(sys.argv) > 1 else "default"
     platforms = deploytest.use_scenario(REPO_ROOT / "molecule" / scenario)
-    lb = next(p["name"] for p in platforms if "fastapi_proxies" in p["groups"])
-    url = f"https://{deploytest.container_ip(lb)}/"
+    # the load goes through every balancer of the scenario (the clients shared out among them),
+    # and each one's upstream log is read for what the app hosts behind it saw
+    lbs = [p["name"] for p in platforms if "fastapi_proxies" in p["groups"]]
+    url = [f"https://{deploytest.container_ip(lb)}/" for lb in lbs]
     work = tempfile.mkdtemp(prefix="switch-bench-")
     port = ["-e", "fastapi_service_port=8010"]
     slow_settings = ["-e", "fastapi_service_timeout_graceful_shutdown=20", "-e", "fastapi_service_timeout_stop_sec=30"]
@@ -153,7 +156,7 @@ def main():
     only = set(filter(None, os.environ.get("CASES", "").split(",")))
     app_hosts = [p["name"] for p in platforms if "fastapi_servers" in p["groups"]]
     app_host = app_hosts[0]
-    balancer = testinfra.get_host(f"podman://{lb}")
+    balancer = [testinfra.get_host(f"podman://{lb}") for lb in lbs]
     rows = []
     try:
         for label, args, expect_ok, slow in cases:
@@ -166,7 +169,7 @@ def main():
         deploytest.restore_converged_state()
         shutil.rmtree(work, ignore_errors=True)
     base = rows[0]
-    print(f"\nscenario {scenario}: load through {url} (6 clients, 2 keep-alive)")
+    print(f"\nscenario {scenario}: load through {', '.join(url)} (6 clients, 2 keep-alive, shared out)")
     print(f"{'case':<14}{'deploy':>8}{'took s':>8}{'requests':>10}{'failed':>8}{'upstream':>9}{'p99 s':>8}{'max s':>8}"
           f"{'max - baseline':>16}{'in bounds':>10}  notes")
     for row in rows:
