@@ -141,6 +141,34 @@ def container_ip(name):
     return out[0]
 
 
+def crash_and_boot(name, timeout=180):
+    """The test host loses power and boots again: its container is killed (every process at
+    once, nothing more written) and started, and systemd boots it as a server boots, starting
+    what is enabled at boot. It gets its address back (podman gives a container it starts again
+    a new one), and the controller's shared SSH connection to it (Ansible's ControlPersist
+    master, dead now) is ended, so that the next run connects anew. Returns when the boot is done."""
+    def podman(*args):
+        return subprocess.run(["podman", *args], capture_output=True, text=True, check=True).stdout.split()
+
+    address = container_ip(name)
+    network = podman("inspect", "-f", "{{range $net, $_ := .NetworkSettings.Networks}}{{$net}} {{end}}", name)[0]
+    podman("kill", name)
+    podman("start", name)
+    if container_ip(name) != address:
+        podman("network", "disconnect", network, name)
+        podman("network", "connect", "--ip", address, network, name)
+    assert container_ip(name) == address
+    hv = inventory_host(name)
+    cp_dir = os.path.expanduser(os.environ.get("ANSIBLE_SSH_CONTROL_PATH_DIR", "~/.ansible/cp"))
+    from ansible.plugins.connection.ssh import Connection  # the path Ansible gives its master
+    for port in {hv.get("ansible_port"), None}:
+        path = Connection._create_control_path(hv["ansible_host"], port, hv["ansible_user"]) % {"directory": cp_dir}
+        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={path}", "unused"], capture_output=True)
+    booted = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
+                            capture_output=True, text=True, timeout=timeout)
+    assert booted.stdout.strip() in ("running", "degraded"), booted
+
+
 def serving(host, name=None):
     """(unit, port) of the app's instance that serves on the host (hello-api-a on 8000, say):
     the unit the deploy recorded, and the port its socket listens on."""

@@ -2,14 +2,15 @@
 lost controller would leave them) keep the host serving, and the next run brings it to a
 checked state: one instance, the one recorded as serving, the new release current, nothing
 left over, once the lock the killed run left is released (the next run is refused until then,
-saying that the run holding it is gone). Killed (1) while the new instance runs beside the serving one, before it serves,
-and then the next run (2) just after the switch was recorded, before the old instance was removed. The
+saying that the run holding it is gone). Killed (1) while the new instance runs beside the
+serving one, before it serves; then the next run (2) just after nginx moved to the new instance,
+before the switch was recorded, the host losing power at that moment and booting again. The
 converged state comes back before the next module (the `restore` fixture)."""
 
 import pytest
 
 import deploytest
-from deploytest import app_copy, current_release, deploy_killed_when, https_json, main_pid, releases, run_playbook, serving
+from deploytest import app_copy, crash_and_boot, current_release, deploy_killed_when, https_json, main_pid, releases, run_playbook, serving
 
 pytestmark = pytest.mark.usefixtures("restore")
 
@@ -38,6 +39,7 @@ def test_killed_while_the_new_instance_starts(host, name, address, tmp_path_fact
     args = ["-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'k1')}", "-e", "fastapi_app_version=7.1.0"]
     STATE.update(args=args, other=other, before=set(releases(host)))
     deploy_killed_when(host, f"test -f /etc/systemd/system/{other}.service", *args)
+    STATE["other_port"] = int(host.check_output(f"sed -n 's/^ListenStream=.*://p' /etc/systemd/system/{other}.socket"))
     # the serving instance was never touched: the same process, before any request could start
     # a stopped one through its socket; it serves on, through nginx
     assert host.service(unit).is_running and main_pid(host, unit) == pid
@@ -56,16 +58,21 @@ def test_killed_while_the_new_instance_starts(host, name, address, tmp_path_fact
     assert released.returncode == 0 and f"Released the deploy lock of {name} on" in released.flat, released.stdout[-3000:]
 
 
-def test_killed_again_just_after_the_switch_was_recorded(host, name, address):
+def test_killed_just_after_nginx_moved_as_the_host_crashes_then_boots(host, name, instance, address):
     """The next run (the same release) removes what the killed one left, starts the new
-    instance again and switches; it is killed in turn just after it recorded the new instance as
-    serving, before the old one was removed. The run after that brings the host to the checked
-    state, and one more run has nothing to do."""
-    args, other = STATE["args"], STATE["other"]
-    deploy_killed_when(host, f"grep -qx {other} /var/lib/fastapi-deploy/{name}.serving", *args)
-    # the new instance runs (before any request could start it through its socket), is enabled
-    # at boot (before it was recorded as serving) and serves (nginx was moved to it before that)
+    instance again and moves nginx to it; it is killed just then, before it recorded the
+    switch, and at that moment the host loses power and boots again. What nginx sends to after
+    the boot was enabled at boot before nginx moved: it is started at boot, with no Ansible run,
+    and serves the new release through nginx, while the record still names the old instance.
+    The run after that brings the host to the checked state, and one more run has nothing to do."""
+    args, other, old_unit = STATE["args"], STATE["other"], serving(host)[0]
+    backend = f"/etc/nginx/fastapi-backends/{name}/{instance}.conf"
+    deploy_killed_when(host, f"grep -q ':{STATE['other_port']} ' {backend}", *args)
+    crash_and_boot(instance)
+    # started at boot: running before any request could start it through its socket
     assert host.service(other).is_running and host.service(f"{other}.socket").is_enabled
+    assert f":{STATE['other_port']} " in host.file(backend).content_string
+    assert serving(host)[0] == old_unit
     assert https_json(address)[0]["version"] == "7.1.0"
     assert run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml").returncode == 0
     result = run_playbook(*args)
