@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible.plugins.connection.ssh import Connection as SSHConnection
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_VARS = yaml.safe_load((REPO_ROOT / "inventory/sandbox/group_vars/fastapi_servers.yml").read_text())
@@ -85,28 +86,33 @@ def run_playbook(*extra_args, limit=None, check=False, playbook="deploy.yml", ti
     return result
 
 
-def deploy_killed_when(host, condition, *args, timeout=600, poll=0.2):
+def deploy_killed_when(host, condition, *args, timeout=600, poll=0.05):
     """Start deploy.yml as run_playbook does, and kill it (ansible-playbook and its SSH sessions:
     its whole process group, SIGKILL, as a lost controller would leave them) as soon as
-    `condition` (a shell test run on `host`) holds. Returns how long the run had gone on."""
+    `condition` (a shell test run on `host`) holds: tested on the host every `poll` seconds, in
+    a loop of a few seconds there (one command from here per loop, so that the run's next step
+    does not slip in between). Returns how long the run had gone on."""
+    output = tempfile.TemporaryFile(mode="w+")  # a file, not a pipe nobody reads while it runs
     proc = subprocess.Popen(
         ["ansible-playbook", "-i", str(INVENTORY), str(REPO_ROOT / "playbooks/deploy.yml"), *args],
-        env=ansible_env(), cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=ansible_env(), cwd=REPO_ROOT, stdout=output, stderr=subprocess.STDOUT,
         text=True, start_new_session=True)
     started = time.monotonic()
     try:
         while time.monotonic() - started < timeout:
-            assert proc.poll() is None, "the deploy ended before the moment to kill it:\n" + proc.stdout.read()[-4000:]
-            if host.run(condition).rc == 0:
+            if proc.poll() is not None:
+                output.seek(0)
+                raise AssertionError("the deploy ended before the moment to kill it:\n" + output.read()[-4000:])
+            if host.run("timeout 5 sh -c %s", f"until {condition}; do sleep {poll}; done").rc == 0:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
                 return time.monotonic() - started
-            time.sleep(poll)
         raise AssertionError(f"'{condition}' never held during the deploy")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+        output.close()
 
 
 def changed_tasks(result):
@@ -160,9 +166,9 @@ def crash_and_boot(name, timeout=180):
     assert container_ip(name) == address
     hv = inventory_host(name)
     cp_dir = os.path.expanduser(os.environ.get("ANSIBLE_SSH_CONTROL_PATH_DIR", "~/.ansible/cp"))
-    from ansible.plugins.connection.ssh import Connection  # the path Ansible gives its master
     for port in {hv.get("ansible_port"), None}:
-        path = Connection._create_control_path(hv["ansible_host"], port, hv["ansible_user"]) % {"directory": cp_dir}
+        path = SSHConnection._create_control_path(  # the path Ansible gives its master
+            hv["ansible_host"], port, hv["ansible_user"]) % {"directory": cp_dir}
         subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={path}", "unused"], capture_output=True)
     booted = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
                             capture_output=True, text=True, timeout=timeout)
