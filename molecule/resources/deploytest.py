@@ -170,8 +170,15 @@ def crash_and_boot(name, timeout=180):
         path = SSHConnection._create_control_path(  # the path Ansible gives its master
             hv["ansible_host"], port, hv["ansible_user"]) % {"directory": cp_dir}
         subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={path}", "unused"], capture_output=True)
-    booted = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
-                            capture_output=True, text=True, timeout=timeout)
+    # Until systemd has its bus up (just after the start, `systemctl` cannot reach it: "Failed
+    # to connect to bus"), then until the boot is done.
+    deadline = time.monotonic() + timeout
+    while True:
+        booted = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
+                                capture_output=True, text=True, timeout=timeout)
+        if booted.stdout.strip() or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert booted.stdout.strip() in ("running", "degraded"), booted
 
 

@@ -15,6 +15,15 @@ from deploytest import app_copy, crash_and_boot, current_release, deploy_killed_
 pytestmark = pytest.mark.usefixtures("restore")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def lock_released(host):
+    """A test that failed between a kill and the release leaves the killed run's lock: it is
+    released after the module, so that the next module's deploy is not refused for it."""
+    yield
+    if deploytest.lock_holder(host):
+        run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
+
+
 def _instances(host, name):
     return sorted(host.check_output(f"cd /etc/systemd/system && ls {name}*.service").split())
 
