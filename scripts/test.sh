@@ -75,10 +75,15 @@ for s in "$@"; do
   record "${s}" "${starts[${s}]}" "${code}" "$(cat "${CACHE_DIR}/molecule-${s}.end" 2>/dev/null || date +%s)"
 done
 
-# The failed tests and steps again, last, so that the tail of a long log names them.
+# The failed tests and steps again, last, so that the tail of a long log names them (a test
+# name that Molecule's console wrapped under a bare "FAILED" is joined back to it).
 for s in "$@"; do
-  sed 's/\x1b\[[0-9;]*m//g' "${CACHE_DIR}/molecule-${s}.log" \
-    | sed -E 's/^ *│ //' | grep -E '^FAILED [^-]|^ERROR ' | cut -c1-400 | head -n 20 | sed "s/^/  ${s}: /" >&2 || true
+  sed 's/\x1b\[[0-9;]*m//g' "${CACHE_DIR}/molecule-${s}.log" | sed -E 's/^ *│ //' \
+    | awk 'f && /^  [^ ]/ { sub(/^ +/, ""); cur = cur (cur == "FAILED" ? " " : "") $0; next }
+           f { print cur; f = 0 }
+           /^FAILED$/ { cur = "FAILED"; f = 1; next }
+           /^FAILED [^-]|^ERROR / { print }
+           END { if (f) print cur }' | cut -c1-400 | head -n 20 | sed "s/^/  ${s}: /" >&2 || true
 done
 log "test steps (the scenarios ran side by side):"
 printf '  %s\n' "${results[@]}" >&2
