@@ -175,7 +175,7 @@ def crash_and_boot(name, timeout=180):
     deadline = time.monotonic() + timeout
     while True:
         booted = subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
-                                capture_output=True, text=True, timeout=timeout)
+                                capture_output=True, text=True, timeout=max(1.0, deadline - time.monotonic()))
         if booted.stdout.strip() or time.monotonic() > deadline:
             break
         time.sleep(0.5)
