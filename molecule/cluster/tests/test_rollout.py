@@ -44,7 +44,7 @@ def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.ym
                     keep_alive=0, load=True):
     """Run a deploy under load through both balancers (unless not `load`: the stats are then
     None) with each balancer watched (one BackendWatcher each, in LBS order);
-    `during(result_future)` runs while it does."""
+    `during(result_future, watchers)` runs while it does."""
     watchers = [BackendWatcher(hosts[lb], "hello-api") for lb in LBS]
     load = Load(url, span_field=span_field, balancer=[hosts[lb] for lb in LBS], keep_alive=keep_alive) if load else None
     for watcher in watchers:
@@ -52,7 +52,7 @@ def _deploy_watched(hosts, url, *args, span_field="version", playbook="deploy.ym
     with ThreadPoolExecutor(max_workers=1) as pool:
         future = pool.submit(run_playbook, *args, playbook=playbook, env=env)
         if during:
-            during(future)
+            during(future, watchers)
         result = future.result()
     stats = load.stop() if load else None
     for watcher in watchers:
@@ -101,12 +101,27 @@ def _assert_moved_once_each(watchers, before, hosts, ports=(8000, 8001)):
     return [(min(w.moved_at[name][-1] for w in watchers), max(w.moved_at[name][-1] for w in watchers)) for name in APPS]
 
 
+# V9's code has one more route: GET /held?name=FLAG answers once $STATE_DIRECTORY/FLAG exists (at
+# most 120 s), so that a test decides when a request in progress ends, whatever the load.
+HELD = """
+
+@app.get("/held")
+async def held(name: str) -> dict:
+    flag = os.path.join(os.environ["STATE_DIRECTORY"], os.path.basename(name))
+    for _ in range(1200):
+        if os.path.exists(flag):
+            return {"released": True, "version": APP_VERSION, "pid": os.getpid()}
+        await asyncio.sleep(0.1)
+    return {"released": False, "version": APP_VERSION, "pid": os.getpid()}
+"""
+
+
 def test_rolling_redeploy_one_host_at_a_time(hosts, url, lb_ip, tmp_path_factory, notifier, baseline):
     before = {name: _units(hosts[name]) for name in APPS}
     STATE["v1"] = _releases_now(hosts)
     STATE["v1_version"] = served(lb_ip)[1].pop()
     result, stats, watchers = _deploy_watched(
-        hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v2')}", "-e", "fastapi_app_version=2.0.0",
+        hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v2', HELD)}", "-e", "fastapi_app_version=2.0.0",
         "-e", "fastapi_deploy_serial=1", "-e", f"fastapi_app_release_id={V9}",
         "-e", json.dumps({"fastapi_app_pre_start_commands": ['echo "$FASTAPI_RELEASE_ID" > /tmp/pre-start-proof']}),
         *notifier.args(broken=True), env=ansible_env(FASTAPI_DEPLOY_USER="ci-alice"))
@@ -340,7 +355,7 @@ def test_a_reload_failing_on_the_second_balancer_points_both_back_first(hosts, u
     lb = hosts[failing]
     lb.run("rm -f /run/reload-failed-once")
 
-    def fail_the_next_reload_once(future):
+    def fail_the_next_reload_once(future, _watchers):
         while not future.done() and not hosts[first].file(f"{ROOT}/releases/{release}").exists:
             time.sleep(0.2)
         wrapper = ('#!/bin/sh\n"$0.real" "$@" || exit $?\n[ -e /run/reload-failed-once ] && exit 0\n'
@@ -414,9 +429,9 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
     deploy changes the code, the port (8000 to 8010), the workers (2 to 3), an environment value
     and the graceful shutdown at once (a new instance starts whenever the unit files it would run
     differ, whatever the setting: fastapi_service's candidate.yml), under load with a keep-alive
-    client. Meanwhile a 10 s request to the first host's serving instance, sent once its new
-    instance is healthy, is answered by the old release: the balancer moves to the new instance
-    and the old one stops only once it is answered. A second deploy started meanwhile is refused
+    client. Meanwhile a request to the first host's serving instance, sent once its new instance
+    is healthy and held until every balancer has moved to the new one, is answered by the old
+    release: the old instance stops only once it is answered. A second deploy started meanwhile is refused
     by the deploy lock, saying who holds it and why, and changes nothing; the first finishes."""
     first = APPS[0]
     before = {name: _units(hosts[name]) for name in APPS}
@@ -433,20 +448,35 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
                                       "-e", json.dumps({"fastapi_deploy_message": "someone else"}))
         seen["first_done"] = deploy.done()
 
-    def hold_a_slow_request(deploy):
-        # sent once the new instance answers its health check: the balancer moves right after
-        host = hosts[first]
+    def hold_a_slow_request(deploy, watchers):
+        # sent once the new instance answers its health check (the balancers move after it) and
+        # held until every balancer's watcher has seen the host's upstream move to the new port:
+        # in progress on the old instance while they move, ended by the test whatever the load
+        host, flag = hosts[first], f"held-{TAG}"
         deadline = time.monotonic() + 300
         while (time.monotonic() < deadline and not deploy.done()
                and host.run(f"curl -sf -m 1 http://127.0.0.1:{new_port}/health").rc != 0):
             time.sleep(0.2)
+
+        def release_once_the_balancers_moved():
+            while (time.monotonic() < deadline and not deploy.done()
+                   and not all(w.ports(first)[-1:] == [new_port] for w in watchers)):
+                time.sleep(0.1)
+            slow["released"] = time.time()
+            host.run(f"touch /var/lib/hello-api/{flag}")
+
+        releaser = threading.Thread(target=release_once_the_balancers_moved)
         slow["sent"] = time.time()
-        out = host.run(f"curl -sS -m 60 -w '\\n%{{http_code}}' 'http://127.0.0.1:{old_port}/slow?seconds=10'")
+        releaser.start()
+        out = host.run(f"curl -sS -m 150 -w '\\n%{{http_code}}' 'http://127.0.0.1:{old_port}/held?name={flag}'")
         slow["answered"] = time.time()
+        releaser.join(timeout=60)
+        host.run(f"rm -f /var/lib/hello-api/{flag}")
         slow["body"], _, slow["status"] = out.stdout.rpartition("\n")
 
-    def during(deploy):
-        sides = [threading.Thread(target=side, args=(deploy,)) for side in (second_deploy, hold_a_slow_request)]
+    def during(deploy, watchers):
+        sides = [threading.Thread(target=second_deploy, args=(deploy,)),
+                 threading.Thread(target=hold_a_slow_request, args=(deploy, watchers))]
         for side in sides:
             side.start()
         for side in sides:
@@ -481,11 +511,12 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
     assert served(lb_ip) == (set(APPS), {"4.0.0"})
     for _ in range(len(APPS) * 3):
         assert https_json(lb_ip)[0]["greeting"] == GREETING
-    # the slow request finished on the old instance, after the balancer had moved on
+    # the held request: sent before any balancer moved, answered by the old instance after all had
     assert slow.get("status") == "200", slow
-    assert json.loads(slow["body"])["version"] == "2.0.0", "answered by the old instance"
-    assert slow["answered"] - slow["sent"] >= 10
-    assert all(w.moved_at[first][-1] < slow["answered"] for w in watchers), "the balancers had moved on while it was in progress"
+    answer = json.loads(slow["body"])
+    assert answer["released"] and answer["version"] == "2.0.0", ("answered by the old instance", slow)
+    assert all(slow["sent"] < w.moved_at[first][-1] < slow["released"] < slow["answered"] for w in watchers), (
+        "in progress on the old instance while every balancer moved", slow, [w.moved_at[first] for w in watchers])
     assert_load_spanned(stats, result, "2.0.0", "4.0.0", baseline)
     assert all(lock_holder(hosts[name]) == {} for name in APPS), "the first deploy gave its lock back"
 
@@ -578,7 +609,7 @@ def test_an_app_host_lost_in_its_own_switch_ends_the_run_with_the_others_finishe
     (version,) = served(lb_ips[0])[1]  # what the fleet serves now, whichever test ran before
     notifier.clear()
 
-    def cut_the_second_host_in_its_switch(deploy):
+    def cut_the_second_host_in_its_switch(deploy, _watchers):
         while not deploy.done() and not hosts[second].file(f"/etc/systemd/system/{candidate_second}.service").exists:
             time.sleep(0.2)
         hosts[second].run("systemctl stop ssh.socket ssh.service; pkill -x sshd; pkill -f '^sshd'; true")
