@@ -86,6 +86,12 @@ def run_playbook(*extra_args, limit=None, check=False, playbook="deploy.yml", ti
     return result
 
 
+def release_lock(**kwargs):
+    """lock.yml with fastapi_deploy_lock_action=release, as an operator gives back a lock that a
+    killed run left: run_playbook's result."""
+    return run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml", **kwargs)
+
+
 def deploy_killed_when(host, condition, *args, timeout=600, poll=0.05):
     """Start deploy.yml as run_playbook does, and kill it (ansible-playbook and its SSH sessions:
     its whole process group, SIGKILL, as a lost controller would leave them) as soon as

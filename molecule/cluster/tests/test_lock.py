@@ -11,7 +11,7 @@ import subprocess
 import pytest
 
 from conftest import APPS
-from deploytest import ansible_env, current_release, deploy_log, lock_holder, run_playbook
+from deploytest import ansible_env, current_release, deploy_log, lock_holder, release_lock, run_playbook
 
 LOCK = "/var/lib/fastapi-deploy/hello-api.lock"
 
@@ -47,7 +47,7 @@ def test_a_lock_left_by_a_killed_run_is_explained_and_released_by_hand(hosts, fr
     assert status.returncode == 0
     assert f"The deploy lock of hello-api on {first} is free." in status.flat
     assert f"that run is gone: process {gone.pid}" in status.flat
-    released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
+    released = release_lock()
     assert released.returncode == 0, released.stdout[-3000:]
     assert f"Released the deploy lock of hello-api on {second}, held by ghost@" in released.flat
     assert f"The deploy lock of hello-api on {first} was free." in released.flat
@@ -73,6 +73,6 @@ def test_a_maintenance_lock_stops_deploys_and_rollbacks_until_released(hosts, fr
     assert "db upgrade {{ 7 * 7 }}, 20% of" in refused.flat and "for lock.yml" in refused.flat, refused.flat[-3000:]
     assert "(a maintenance lock) release it with" in refused.flat and "that run is gone" not in refused.flat
     assert [lock_holder(hosts[name]) for name in APPS] == holders, "still held"
-    released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
+    released = release_lock()
     assert released.returncode == 0
     assert all(lock_holder(hosts[name]) == {} for name in APPS)

@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import APPS, LB, LBS
-from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, Notifier, ansible_env, app_copy,
-                        assert_load_spanned, current_release, deploy_log, https_json, lock_holder, releases,
-                        run_playbook, served, serving, worker_pids)
+from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, Notifier, ansible_env, app_copy, assert_load_spanned,
+                        current_release, deploy_log, https_json, lock_holder, release_lock, releases, run_playbook, served,
+                        serving, worker_pids)
 
 pytestmark = pytest.mark.usefixtures("restore")
 TAG = secrets.token_hex(2)  # the hosts may keep releases of an earlier run of this module
@@ -646,7 +646,7 @@ def test_an_app_host_lost_in_its_own_switch_ends_the_run_with_the_others_finishe
     assert events[1]["failed_hosts"] == second, events[1]
     # the lost host's lock is the killed-run kind: held until released by hand
     assert lost_lock.get("playbook") == "deploy.yml", lost_lock
-    released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
+    released = release_lock()
     assert released.returncode == 0 and lock_holder(hosts[second]) == {}, released.stdout[-3000:]
 
 

@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from deploytest import ROOT, deploy_log, http_get, lock_holder, main_pid, run_playbook, run_playbooks
+from deploytest import ROOT, deploy_log, http_get, lock_holder, main_pid, release_lock, run_playbook, run_playbooks
 
 BAD_INPUTS = [
     # (id, extra vars, words the error must contain)
@@ -184,7 +184,7 @@ def test_good_input_passes_check_mode_which_takes_no_lock_and_warns_of_one(host,
             result.flat[-3000:]
         assert lock_holder(host, name) == holder and deploy_log(host, name) == log
     finally:
-        assert run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml").returncode == 0
+        assert release_lock().returncode == 0
 
 
 def test_an_existing_account_as_the_app_user_is_refused_before_the_host_changes(host, name):

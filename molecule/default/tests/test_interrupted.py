@@ -10,7 +10,8 @@ converged state comes back before the next module (the `restore` fixture)."""
 import pytest
 
 import deploytest
-from deploytest import app_copy, crash_and_boot, current_release, deploy_killed_when, https_json, main_pid, releases, run_playbook, serving
+from deploytest import (app_copy, crash_and_boot, current_release, deploy_killed_when, https_json, main_pid, release_lock,
+                        releases, run_playbook, serving)
 
 pytestmark = pytest.mark.usefixtures("restore")
 
@@ -21,7 +22,7 @@ def lock_released(host):
     released after the module, so that the next module's deploy is not refused for it."""
     yield
     if deploytest.lock_holder(host):
-        run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
+        release_lock()
 
 
 def _instances(host, name):
@@ -63,7 +64,7 @@ def test_killed_while_the_new_instance_starts(host, name, address, tmp_path_fact
         refused.flat[-3000:]
     assert "Nothing was changed by this run" in refused.flat
     assert deploytest.deploy_log(host)[-1]["event"] == "start"
-    released = run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml")
+    released = release_lock()
     assert released.returncode == 0 and f"Released the deploy lock of {name} on" in released.flat, released.stdout[-3000:]
 
 
@@ -83,7 +84,7 @@ def test_killed_just_after_nginx_moved_as_the_host_crashes_then_boots(host, name
     assert f":{STATE['other_port']} " in host.file(backend).content_string
     assert serving(host)[0] == old_unit
     assert https_json(address)[0]["version"] == "7.1.0"
-    assert run_playbook("-e", "fastapi_deploy_lock_action=release", playbook="lock.yml").returncode == 0
+    assert release_lock().returncode == 0
     result = run_playbook(*args)
     assert result.returncode == 0, result.stdout[-6000:]
     assert serving(host)[0] == other
