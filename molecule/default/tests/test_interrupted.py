@@ -7,11 +7,13 @@ serving one, before it serves; then the next run (2) just after nginx moved to t
 before the switch was recorded, the host losing power at that moment and booting again. The
 converged state comes back before the next module (the `restore` fixture)."""
 
+import json
+
 import pytest
 
 import deploytest
-from deploytest import (app_copy, crash_and_boot, current_release, deploy_killed_when, https_json, main_pid, release_lock,
-                        releases, run_playbook, serving)
+from deploytest import (app_copy, crash_and_boot, current_release, deploy_killed_when, http_get, https_json, main_pid,
+                        release_lock, releases, run_playbook, serving)
 
 pytestmark = pytest.mark.usefixtures("restore")
 
@@ -83,6 +85,10 @@ def test_killed_just_after_nginx_moved_as_the_host_crashes_then_boots(host, name
     assert host.service(other).is_running and host.service(f"{other}.socket").is_enabled
     assert f":{STATE['other_port']} " in host.file(backend).content_string
     assert serving(host)[0] == old_unit
+    # its workers may still be importing the app after the boot (over 10 s on a loaded machine):
+    # the first answer may take that long, then nginx sends to it
+    status, body = http_get(host, "/health", port=STATE["other_port"], timeout=180)
+    assert status == 200 and json.loads(body)["version"] == "7.1.0", (status, body)
     assert https_json(address)[0]["version"] == "7.1.0"
     assert release_lock().returncode == 0
     result = run_playbook(*args)
