@@ -185,6 +185,11 @@ def test_app_is_restarted_by_systemd_after_kill_9(host, svars, name):
     assert http_get(host, "/health", timeout=90)[0] == 200
 
 
+# the slow request's client ports: below Linux's ephemeral ports (32768-60999), which the load's
+# clients take, and a range (a port of an earlier run may still be in TIME_WAIT)
+SLOW_CLIENT_PORTS = (29000, 29999)
+
+
 def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, instance, svars, name):
     """systemd holds the listening socket: while the app restarts, new connections wait in
     its queue. Under load on the app's own socket (no nginx between, which would retry a
@@ -195,15 +200,22 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     old_workers = set(worker_pids(host, name))
     slow = {}
 
-    def slow_request():
-        slow["result"] = http_get(host, "/slow?seconds=3", timeout=60)
+    def slow_request():  # from known client ports, to find its connection on the host
+        out = host.run(f"curl -sS -m 60 --local-port {SLOW_CLIENT_PORTS[0]}-{SLOW_CLIENT_PORTS[1]} -w '\\n%{{http_code}}'"
+                       f" 'http://127.0.0.1:{port}/slow?seconds=3'").stdout
+        body, _, status = out.rpartition("\n")
+        slow["result"] = (int(status) if status.isdigit() else 0), body
     load = HostLoad(host, instance, f"http://127.0.0.1:{port}/", span_field="pid")
     thread = threading.Thread(target=slow_request)
     thread.start()
-    # the slow request is in progress when the restart begins (it goes through podman exec and
-    # curl: half a second was not always enough to reach a worker), and ends within the 3 s of
-    # graceful shutdown the sandbox gives
-    time.sleep(1.5)
+    # the restart begins once a worker has accepted the slow request (`ss -p` names the worker
+    # on its connection; queued in the socket, it names none), so the request is in progress
+    # then, and it ends within the 3 s of graceful shutdown the sandbox gives, whatever the
+    # machine's load (a fixed 1.5 s wait here left that to podman exec and curl)
+    accepted = f"ss -tnpH state established '( sport = :{port} and dport >= :{SLOW_CLIENT_PORTS[0]} and dport <= :{SLOW_CLIENT_PORTS[1]} )'"
+    deadline = time.monotonic() + 60
+    while "pid=" not in host.run(accepted).stdout and time.monotonic() < deadline:
+        time.sleep(0.1)
     started = time.time()
     restart = host.run(f"systemctl restart {unit}.service")
     ended = time.time()
