@@ -224,4 +224,5 @@ def test_pruning_keeps_what_kept_releases_use(host, name):
     assert f"{ROOT}/releases/" in text and f"{ROOT}//" not in text, "the root is spelt one way"
     # the app's next restart (the bug: it died there) starts from the same virtualenv
     assert host.run(f"systemctl restart {unit}.service").rc == 0
-    assert http_get(host, "/health")[0] == 200
+    # once its new workers have imported the app (over 5 s on a loaded machine)
+    assert http_get(host, "/health", timeout=90)[0] == 200
