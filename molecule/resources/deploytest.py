@@ -199,11 +199,12 @@ def serving(host, name=None):
     return unit, int(port.group(1))
 
 
-def http_get(host, path, port=None, timeout=5):
-    """GET http://127.0.0.1:port/path on the host itself (port: the serving instance's);
-    returns (status, body)."""
+def http_get(host, path, port=None, timeout=5, local_ports=None):
+    """GET http://127.0.0.1:port/path on the host itself (port: the serving instance's), from
+    a client port in `local_ports` (first, last) if given; returns (status, body)."""
     port = port or serving(host)[1]
-    cmd = host.run("curl -sS -m %s -w '\\n%%{http_code}' http://127.0.0.1:%s%s", str(timeout), str(port), path)
+    local = f"--local-port {int(local_ports[0])}-{int(local_ports[1])} " if local_ports else ""
+    cmd = host.run(f"curl -sS {local}-m %s -w '\\n%%{{http_code}}' http://127.0.0.1:%s%s", str(timeout), str(port), path)
     body, _, status = cmd.stdout.rpartition("\n")
     return (int(status) if status.isdigit() else 0), body
 

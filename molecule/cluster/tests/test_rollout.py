@@ -24,8 +24,8 @@ import pytest
 
 from conftest import APPS, LB, LBS
 from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, Notifier, ansible_env, app_copy, assert_load_spanned,
-                        current_release, deploy_log, https_json, lock_holder, release_lock, releases, run_playbook, served,
-                        serving, worker_pids)
+                        current_release, deploy_log, http_get, https_json, lock_holder, release_lock, releases,
+                        run_playbook, served, serving, worker_pids)
 
 pytestmark = pytest.mark.usefixtures("restore")
 TAG = secrets.token_hex(2)  # the hosts may keep releases of an earlier run of this module
@@ -431,8 +431,9 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
     differ, whatever the setting: fastapi_service's candidate.yml), under load with a keep-alive
     client. Meanwhile a request to the first host's serving instance, sent once its new instance
     is healthy and held until every balancer has moved to the new one, is answered by the old
-    release: the old instance stops only once it is answered. A second deploy started meanwhile is refused
-    by the deploy lock, saying who holds it and why, and changes nothing; the first finishes."""
+    release: the old instance stops only once it is answered. A second deploy started meanwhile
+    is refused by the deploy lock, saying who holds it and why, and changes nothing; the first
+    finishes."""
     first = APPS[0]
     before = {name: _units(hosts[name]) for name in APPS}
     old_unit, old_port = before[first][1]
@@ -468,11 +469,10 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
         releaser = threading.Thread(target=release_once_the_balancers_moved)
         slow["sent"] = time.time()
         releaser.start()
-        out = host.run(f"curl -sS -m 150 -w '\\n%{{http_code}}' 'http://127.0.0.1:{old_port}/held?name={flag}'")
+        slow["status"], slow["body"] = http_get(host, f"/held?name={flag}", port=old_port, timeout=150)
         slow["answered"] = time.time()
         releaser.join(timeout=60)
         host.run(f"rm -f /var/lib/hello-api/{flag}")
-        slow["body"], _, slow["status"] = out.stdout.rpartition("\n")
 
     def during(deploy, watchers):
         sides = [threading.Thread(target=second_deploy, args=(deploy,)),
@@ -512,7 +512,7 @@ def test_two_hosts_at_once_change_everything_while_a_request_is_slow_and_a_deplo
     for _ in range(len(APPS) * 3):
         assert https_json(lb_ip)[0]["greeting"] == GREETING
     # the held request: sent before any balancer moved, answered by the old instance after all had
-    assert slow.get("status") == "200", slow
+    assert slow.get("status") == 200, slow
     answer = json.loads(slow["body"])
     assert answer["released"] and answer["version"] == "2.0.0", ("answered by the old instance", slow)
     assert all(slow["sent"] < w.moved_at[first][-1] < slow["released"] < slow["answered"] for w in watchers), (

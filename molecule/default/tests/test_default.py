@@ -201,10 +201,7 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     slow = {}
 
     def slow_request():  # from known client ports, to find its connection on the host
-        out = host.run(f"curl -sS -m 60 --local-port {SLOW_CLIENT_PORTS[0]}-{SLOW_CLIENT_PORTS[1]} -w '\\n%{{http_code}}'"
-                       f" 'http://127.0.0.1:{port}/slow?seconds=3'").stdout
-        body, _, status = out.rpartition("\n")
-        slow["result"] = (int(status) if status.isdigit() else 0), body
+        slow["result"] = http_get(host, "/slow?seconds=3", port=port, timeout=60, local_ports=SLOW_CLIENT_PORTS)
     load = HostLoad(host, instance, f"http://127.0.0.1:{port}/", span_field="pid")
     thread = threading.Thread(target=slow_request)
     thread.start()
@@ -212,7 +209,8 @@ def test_restart_under_load_fails_nothing_and_finishes_a_slow_request(host, inst
     # on its connection; queued in the socket, it names none), so the request is in progress
     # then, and it ends within the 3 s of graceful shutdown the sandbox gives, whatever the
     # machine's load (a fixed 1.5 s wait here left that to podman exec and curl)
-    accepted = f"ss -tnpH state established '( sport = :{port} and dport >= :{SLOW_CLIENT_PORTS[0]} and dport <= :{SLOW_CLIENT_PORTS[1]} )'"
+    accepted = (f"ss -tnpH state established '( sport = :{port}"
+                f" and dport >= :{SLOW_CLIENT_PORTS[0]} and dport <= :{SLOW_CLIENT_PORTS[1]} )'")
     deadline = time.monotonic() + 60
     while "pid=" not in host.run(accepted).stdout and time.monotonic() < deadline:
         time.sleep(0.1)
