@@ -40,7 +40,7 @@ declare -A pids starts
 for s in "$@"; do
   log "starting the ${s} scenario in the background (output: ${CACHE_DIR}/molecule-${s}.log)"
   starts[${s}]=$(date +%s)
-  rm -f "${CACHE_DIR}/molecule-${s}.end"
+  rm -f "${CACHE_DIR}/molecule-${s}.end" "${CACHE_DIR}/playbook-runs-${s}.jsonl"
   ( set +e
     "${REPO_ROOT}/scripts/molecule.sh" test -s "${s}" > "${CACHE_DIR}/molecule-${s}.log" 2>&1
     code=$?
@@ -72,6 +72,7 @@ for s in "$@"; do
   set -e
   log "----- ${s} scenario output (${CACHE_DIR}/molecule-${s}.log) -----"
   cat "${CACHE_DIR}/molecule-${s}.log"
+  python3 scripts/playbook_runs.py "${CACHE_DIR}/playbook-runs-${s}.jsonl" >&2 || true
   record "${s}" "${starts[${s}]}" "${code}" "$(cat "${CACHE_DIR}/molecule-${s}.end" 2>/dev/null || date +%s)"
 done
 

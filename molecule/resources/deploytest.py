@@ -83,7 +83,21 @@ def run_playbook(*extra_args, limit=None, check=False, playbook="deploy.yml", ti
                             timeout=timeout)
     result.started, result.ended = started, time.time()
     result.flat = " ".join((result.stdout + result.stderr).split())  # the callback folds long lines
+    record_run(playbook, args[4:], started, result.returncode, result.stdout)
     return result
+
+
+def record_run(playbook, args, started, returncode, output=""):
+    """One line of JSON per playbook run in .cache/playbook-runs-<scenario>.jsonl (the test, the
+    playbook, its arguments, seconds, exit code, task results): where the suite's time goes
+    (scripts/test.sh sums it up per test after each scenario's output)."""
+    recap = [int(n) for n in re.findall(r"\b(?:ok|skipped)=(\d+)", output)]
+    line = {"test": os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" ", 1)[0], "playbook": playbook,
+            "args": [a for a in args if "=" not in a or len(a) < 80], "seconds": round(time.time() - started, 1),
+            "rc": returncode, "task_results": sum(recap)}
+    (REPO_ROOT / ".cache").mkdir(exist_ok=True)
+    with open(REPO_ROOT / f".cache/playbook-runs-{SCENARIO_DIR.name}.jsonl", "a", encoding="utf-8") as log:
+        log.write(json.dumps(line) + "\n")
 
 
 def release_lock(**kwargs):
@@ -112,6 +126,7 @@ def deploy_killed_when(host, condition, *args, timeout=600, poll=0.05):
             if host.run("timeout 5 sh -c %s", f"until {condition}; do sleep {poll}; done").rc == 0:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
+                record_run("deploy.yml (killed)", args, time.time() - (time.monotonic() - started), -9)
                 return time.monotonic() - started
         raise AssertionError(f"'{condition}' never held during the deploy")
     finally:
