@@ -1,5 +1,5 @@
-"""What goes into the virtualenv: a patch-range FastAPI pin deploys (and installs that
-patch); pip refuses a package that is not the one the lock file's hashes name, from the
+"""What goes into the virtualenv: a patch-range FastAPI pin deploys (the lock's patch, from the
+virtualenv that lock already has); pip refuses a package that is not the one the lock file's hashes name, from the
 index (a tampered lock file) or from a wheelhouse (a tampered wheel); a lock that lacks a
 package its packages need is refused by name (nothing is resolved against the index to fill
 the gap). The release that needed it is never served and the current one serves on. The
@@ -56,11 +56,16 @@ def before(host):
 
 
 def test_patch_range_pin_is_deployed(host):
+    """A patch range instead of the exact pin, with the same lock: the lock's FastAPI (in the
+    range) serves, from the virtualenv that lock was built for: pip installs what the lock
+    lists, so the pin's spelling builds nothing new."""
+    venvs = host.check_output(f"ls -1 {ROOT}/venvs").split()
     spec = f">={PIN},<0.{int(PIN.split('.')[1]) + 1}.0"
     result = run_playbook("-e", f"fastapi_app_fastapi_version={spec}")
     assert result.returncode == 0, result.stdout[-4000:]
     release = current_release(host)
     venv = host.check_output(f"readlink -f {ROOT}/releases/{release}/venv")
+    assert venv.rsplit("/", 1)[-1] in venvs, f"{venv} was built by this run: the lock did not change"
     assert host.check_output(f"{venv}/bin/python -c 'import fastapi; print(fastapi.__version__)'") == PIN
     assert f"FastAPI {PIN}," in result.flat
     assert http_json(host, "/")["fastapi"] == PIN
