@@ -39,7 +39,7 @@ deploy() {  # log file: prints "wall controller_cpu"
   /usr/bin/time -f '%e %U %S' -o "${work}/time" \
     ansible-playbook -i "${work}/inventory/hosts.yml" playbooks/deploy.yml > "$1" 2>&1 \
     || { tail -30 "$1"; die "the deploy failed (log above)"; }
-  awk '{printf "%s %.2f", $1, $2 + $3}' "${work}/time"
+  awk '{printf "%s %.2f\n", $1, $2 + $3}' "${work}/time"
 }
 
 deploy "${work}/fresh.log" >/dev/null
