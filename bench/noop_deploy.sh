@@ -9,23 +9,11 @@
 #
 # Prints one line per run and the medians. The container is removed afterwards.
 source "$(dirname "$0")/../scripts/lib.sh"
+source "$(dirname "$0")/lib.sh"
 
 NAME="${BENCH_NAME:-fastapi-bench-noop}"
 RUNS="${RUNS:-5}"
-"${REPO_ROOT}/scripts/setup.sh"
-image=$("${REPO_ROOT}/scripts/build-image.sh")
-podman_runtime_setup "${image}"
-export PATH="${REPO_ROOT}/.venv/bin:${PATH}"
-cd "${REPO_ROOT}"
-
-work=$(mktemp -d)
-cleanup() { "${REPO_ROOT}/scripts/test-host.sh" destroy "${work}/host" "${NAME}" >/dev/null 2>&1 || true; rm -rf "${work}"; }
-trap cleanup EXIT
-"${REPO_ROOT}/scripts/test-host.sh" create "${work}/host" "${NAME}" "${image}" >/dev/null
-mkdir -p "${work}/inventory"
-ln -s "${REPO_ROOT}/inventory/sandbox/group_vars" "${work}/inventory/group_vars"
-{ "${REPO_ROOT}/scripts/test-host.sh" inventory "${work}/host" "${NAME}"
-  printf '%s:\n  hosts:\n    %s:\n' fastapi_servers "${NAME}" fastapi_proxies "${NAME}"; } > "${work}/inventory/hosts.yml"
+bench_single_host "${NAME}"
 
 host_cpu_ns() {  # the container's CPU time so far (cgroup v1 cpuacct or v2 cpu.stat)
   local id; id=$(podman inspect -f '{{.Id}}' "${NAME}")

@@ -8,23 +8,10 @@
 #
 # Prints both wall-clock times and their ratio. The container is removed afterwards.
 source "$(dirname "$0")/../scripts/lib.sh"
+source "$(dirname "$0")/lib.sh"
 
 NAME="${BENCH_NAME:-fastapi-bench}"
-"${REPO_ROOT}/scripts/setup.sh"
-image=$("${REPO_ROOT}/scripts/build-image.sh")
-podman_runtime_setup "${image}"
-export PATH="${REPO_ROOT}/.venv/bin:${PATH}"
-cd "${REPO_ROOT}"
-
-work=$(mktemp -d)
-cleanup() { "${REPO_ROOT}/scripts/test-host.sh" destroy "${work}/host" "${NAME}" >/dev/null 2>&1 || true; rm -rf "${work}"; }
-trap cleanup EXIT
-"${REPO_ROOT}/scripts/test-host.sh" create "${work}/host" "${NAME}" "${image}" >/dev/null
-# An inventory of that host alone: its connection, its groups, and the sandbox's group_vars.
-mkdir -p "${work}/inventory"
-ln -s "${REPO_ROOT}/inventory/sandbox/group_vars" "${work}/inventory/group_vars"
-{ "${REPO_ROOT}/scripts/test-host.sh" inventory "${work}/host" "${NAME}"
-  printf '%s:\n  hosts:\n    %s:\n' fastapi_servers "${NAME}" fastapi_proxies "${NAME}"; } > "${work}/inventory/hosts.yml"
+bench_single_host "${NAME}"
 
 deploy() {  # label, extra args...
   local label=$1; shift
