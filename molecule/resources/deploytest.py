@@ -251,9 +251,9 @@ def https_get(address, path="/", port=443, timeout=10, headers=None, cafile=None
         conn.close()
 
 
-def https_json(address, path="/"):
+def https_json(address, path="/", timeout=10):
     """GET https://address/path (certificate not verified); asserts 200 and returns (JSON, TLS version)."""
-    status, _, body, tls = https_get(address, path)
+    status, _, body, tls = https_get(address, path, timeout=timeout)
     assert status == 200, body
     return json.loads(body), tls
 
