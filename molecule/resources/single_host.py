@@ -6,7 +6,6 @@ the result; the helpers are in deploytest.py."""
 from pathlib import Path
 
 import pytest
-import testinfra
 
 import deploytest
 
@@ -22,7 +21,7 @@ def fixtures_for(conftest_file):
 
     @pytest.fixture(scope="module")
     def host():
-        return testinfra.get_host(f"podman://{name_of_instance}")
+        return deploytest.ssh_host(name_of_instance)
 
     @pytest.fixture(scope="module")
     def balancer_host(host):

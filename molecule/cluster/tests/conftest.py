@@ -9,7 +9,6 @@ both balancers' upstream logs; `lb_ip` is the first balancer's address, `lb_ips`
 from pathlib import Path
 
 import pytest
-import testinfra
 
 import deploytest
 from deploytest import baseline, converged, restore  # noqa: F401  (fixtures: the converged state, a load's baseline)
@@ -22,7 +21,7 @@ APPS = [p["name"] for p in PLATFORMS if "fastapi_servers" in p["groups"]]
 
 @pytest.fixture(scope="module")
 def hosts():
-    return {name: testinfra.get_host(f"podman://{name}") for name in [*LBS, *APPS]}
+    return {name: deploytest.ssh_host(name) for name in [*LBS, *APPS]}
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ import pytest
 
 from conftest import APPS, LB, LBS
 from deploytest import (ROOT, SANDBOX_VARS, BackendWatcher, Load, Notifier, ansible_env, app_copy, assert_load_spanned,
-                        current_release, deploy_log, http_get, https_json, lock_holder, release_lock, releases,
-                        run_playbook, served, serving, worker_pids)
+                        console, current_release, deploy_log, end_shared_connection, http_get, https_json, lock_holder,
+                        release_lock, releases, run_playbook, served, serving, worker_pids)
 
 pytestmark = pytest.mark.usefixtures("restore")
 TAG = secrets.token_hex(2)  # the hosts may keep releases of an earlier run of this module
@@ -97,7 +97,7 @@ def _assert_moved_once_each(watchers, before, hosts, ports=(8000, 8001)):
             old = before[name][1][1]
             new = serving(hosts[name])[1]
             assert new in ports and new != old, (name, old, new, ports)
-            assert watcher.ports(name) == [old, new], (name, watcher.lb_host.backend.get_hostname(), watcher.moves)
+            assert watcher.ports(name) == [old, new], (name, watcher.lb_host.instance, watcher.moves)
     return [(min(w.moved_at[name][-1] for w in watchers), max(w.moved_at[name][-1] for w in watchers)) for name in APPS]
 
 
@@ -612,16 +612,17 @@ def test_an_app_host_lost_in_its_own_switch_ends_the_run_with_the_others_finishe
     def cut_the_second_host_in_its_switch(deploy, _watchers):
         while not deploy.done() and not hosts[second].file(f"/etc/systemd/system/{candidate_second}.service").exists:
             time.sleep(0.2)
-        hosts[second].run("systemctl stop ssh.socket ssh.service; pkill -x sshd; pkill -f '^sshd'; true")
+        console(second).run("systemctl stop ssh.socket ssh.service; pkill -x sshd; pkill -f '^sshd'; true")
+        end_shared_connection(second)
 
     try:
         result, stats, watchers = _deploy_watched(
             hosts, url, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v13')}", "-e", "fastapi_app_version=13.0.0",
             "-e", f"fastapi_app_release_id={release}", "-e", "fastapi_deploy_serial=1", *notifier.args(),
             during=cut_the_second_host_in_its_switch)
-        lost_lock = lock_holder(hosts[second])
+        lost_lock = lock_holder(console(second))
     finally:
-        hosts[second].run("systemctl start ssh.service")
+        console(second).run("systemctl start ssh.service")
     assert result.returncode != 0
     assert f"The run failed on {second}, which could not be reached to finish there: its deploy lock may still be held" \
         in result.flat, result.flat[-6000:]
@@ -659,13 +660,14 @@ def test_an_unreachable_balancer_ends_the_run_before_any_app_host_changes(hosts,
     lb2 = LBS[1]
     before = {name: (_units(hosts[name]), _main_pid(hosts[name]), current_release(hosts[name])) for name in APPS}
     notifier.clear()
-    hosts[lb2].run("systemctl stop ssh.socket ssh.service; pkill -x sshd; pkill -f '^sshd'; true")
+    console(lb2).run("systemctl stop ssh.socket ssh.service; pkill -x sshd; pkill -f '^sshd'; true")
+    end_shared_connection(lb2)
     try:
         result, _, watchers = _deploy_watched(
             hosts, None, "-e", f"fastapi_app_src={app_copy(tmp_path_factory, 'v14')}", "-e", "fastapi_app_version=14.0.0",
             *notifier.args(), load=False)
     finally:
-        hosts[lb2].run("systemctl start ssh.service")
+        console(lb2).run("systemctl start ssh.service")
     assert result.returncode != 0
     assert f"{lb2} dropped out of the run while setting up the load balancer" in result.flat, result.flat[-6000:]
     assert "PLAY [Finish" in result.stdout

@@ -37,7 +37,7 @@ def _assert_checked_state(host, name, address, release, version):
     assert host.service(unit).is_running and host.service(f"{unit}.socket").is_enabled
     assert current_release(host) == release
     assert https_json(address, timeout=60)[0]["version"] == version
-    assert host.file(f"/etc/nginx/fastapi-backends/{name}/{host.backend.get_hostname()}.conf").exists
+    assert host.file(f"/etc/nginx/fastapi-backends/{name}/{host.instance}.conf").exists
 
 
 STATE = {}
