@@ -653,7 +653,9 @@ class BackendWatcher(threading.Thread):
         self.seen_down, self.most_down_at_once = set(), 0
         self.moves, self.moved_at = {}, {}
         self._stop_file = f"/run/backend-watcher-{os.getpid()}-{id(self)}.stop"
-        self._read(self.lb_host.run(self._grep()).stdout.splitlines())
+        # through podman, as every reading: a test may stop the balancer's sshd
+        self.console = console(lb_host.instance)
+        self._read(self.console.run(self._grep()).stdout.splitlines())
         loop = (f"while [ ! -e {self._stop_file} ]; do {self._grep()}; echo '{self.END}'; sleep {interval}; done;"
                 f" rm -f {self._stop_file}")
         self.proc = subprocess.Popen(["podman", "exec", lb_host.instance, "sh", "-c", loop],
@@ -687,10 +689,10 @@ class BackendWatcher(threading.Thread):
                 reading.append(line)
 
     def stop(self):
-        self.lb_host.run(f"touch {self._stop_file}")
+        self.console.run(f"touch {self._stop_file}")
         self.proc.wait(timeout=60)
         self.join(timeout=30)
-        self._read(self.lb_host.run(self._grep()).stdout.splitlines())
+        self._read(self.console.run(self._grep()).stdout.splitlines())
         return self
 
     def ports(self, host):
