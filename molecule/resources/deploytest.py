@@ -70,18 +70,18 @@ def control_path(name):
     return EPHEMERAL / f"testinfra-{name}"
 
 
-def ssh_host(name, sudo=True):
+def ssh_host(name, sudo=True, timeout=30):
     """testinfra's view of the test host `name` over SSH, as the deploy reaches it (Molecule's
     inventory: the unprivileged user, its key, the scenario's known_hosts, checked), commands
-    run as root through sudo unless `sudo` is false, over one shared connection (ControlMaster).
-    `host.instance` is the host's name (its container's)."""
+    run as root through sudo unless `sudo` is false, over one shared connection (ControlMaster;
+    `timeout`: seconds to connect). `host.instance` is the host's name (its container's)."""
     hv = inventory_host(name)
     shared = ["-o", "ControlMaster=auto", "-o", "ControlPersist=60s", "-o", f"ControlPath={control_path(name)}",
-              "-o", "BatchMode=yes", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+              "-o", "BatchMode=yes", "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
     host = testinfra.get_host(
         f"ssh://{hv['ansible_user']}@{hv['ansible_host']}:{hv.get('ansible_port', 22)}",
         ssh_identity_file=hv["ansible_private_key_file"],
-        ssh_extra_args=" ".join(shlex.split(hv["ansible_ssh_common_args"]) + shared), sudo=sudo, timeout=30)
+        ssh_extra_args=" ".join(shlex.split(hv["ansible_ssh_common_args"]) + shared), sudo=sudo, timeout=timeout)
     host.instance = name
     return host
 
@@ -94,10 +94,15 @@ def console(name):
     return host
 
 
+def end_ssh_master(path):
+    """End the shared SSH connection (ControlMaster) whose socket is `path`, if there is one."""
+    subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={path}", "unused"], capture_output=True)
+
+
 def end_shared_connection(name):
     """End the tests' shared SSH connection to `name` (its host was killed, or its sshd): the
     next command connects anew instead of waiting on a dead one."""
-    subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={control_path(name)}", "unused"], capture_output=True)
+    end_ssh_master(control_path(name))
 
 
 def ansible_env(**extra):
@@ -228,9 +233,8 @@ def crash_and_boot(name, timeout=180):
     hv = inventory_host(name)
     cp_dir = os.path.expanduser(os.environ.get("ANSIBLE_SSH_CONTROL_PATH_DIR", "~/.ansible/cp"))
     for port in {hv.get("ansible_port"), None}:
-        path = SSHConnection._create_control_path(  # the path Ansible gives its master
-            hv["ansible_host"], port, hv["ansible_user"]) % {"directory": cp_dir}
-        subprocess.run(["ssh", "-O", "exit", "-o", f"ControlPath={path}", "unused"], capture_output=True)
+        end_ssh_master(SSHConnection._create_control_path(  # the path Ansible gives its master
+            hv["ansible_host"], port, hv["ansible_user"]) % {"directory": cp_dir})
     end_shared_connection(name)
     # Until systemd has its bus up (just after the start, `systemctl` cannot reach it: "Failed
     # to connect to bus"), then until the boot is done.

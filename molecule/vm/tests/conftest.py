@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import testinfra
 
 import deploytest
 
@@ -27,24 +26,16 @@ def vm():
             "identity_file": hv["ansible_private_key_file"], "ssh_args": shlex.split(hv["ansible_ssh_common_args"])}
 
 
-def _host(vm, sudo):
-    shared = ["-o", "ControlMaster=auto", "-o", "ControlPersist=60s",
-              "-o", f"ControlPath={deploytest.EPHEMERAL / 'vm' / 'testinfra-%r@%h:%p'}"]
-    return testinfra.get_host(
-        f"ssh://{vm['user']}@{vm['address']}:{vm['port']}", ssh_identity_file=vm["identity_file"],
-        ssh_extra_args=" ".join(vm["ssh_args"] + shared), sudo=sudo, timeout=60)
+@pytest.fixture(scope="session")
+def host():
+    """Commands run as root through sudo (a minute to connect: the VM is emulated)."""
+    return deploytest.ssh_host(INSTANCE, sudo=True, timeout=60)
 
 
 @pytest.fixture(scope="session")
-def host(vm):
-    """Commands run as root through sudo."""
-    return _host(vm, sudo=True)
-
-
-@pytest.fixture(scope="session")
-def user_host(vm):
+def user_host():
     """Commands run as the login user, without sudo."""
-    return _host(vm, sudo=False)
+    return deploytest.ssh_host(INSTANCE, sudo=False, timeout=60)
 
 
 def ssh(vm, command, timeout=30, input=None):
